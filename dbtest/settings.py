@@ -1,0 +1,192 @@
+"""Settings, resolved once into a frozen object.
+
+Precedence, highest first: explicit argument > ``--dbtest-*`` CLI option > ``DBTEST_*``
+environment variable > ``[tool.dbtest]`` in ``pyproject.toml`` > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dbtest.errors import ConfigError
+
+__all__ = ["BACKENDS", "HELP", "Settings", "default_cache_dir", "find_pyproject", "resolve"]
+
+BACKENDS = ("auto", "local", "embedded", "docker", "url")
+ISOLATIONS = ("savepoint", "fresh")
+LEAK_MODES = ("error", "warn")
+
+# One help string per setting, shared by the pytest options, the CLI and the docs.
+HELP: dict[str, str] = {
+    "schema": "schema source: alembic:<alembic.ini>, metadata:<module>:<attr>, sql:<glob> "
+    "or callable:<module>:<func>",
+    "seeds": "folder of seed sets",
+    "template_seeds": "seed sets loaded into the template (comma separated)",
+    "backend": "where the server comes from: auto, local, embedded, docker or url",
+    "url": "existing server for backend=url; dbtest creates only its own databases there",
+    "isolation": "default per-test isolation: savepoint or fresh",
+    "cache_dir": "where cached clusters and metadata live",
+    "pg_bin": "folder holding initdb and postgres (overrides discovery)",
+    "leaks": "what to do when a savepoint test committed data for real: error or warn",
+    "seed": "random seed for Faker and factories (default: derived from each test id)",
+    "port": "listen on 127.0.0.1:<port> (0 = a free port) instead of a private unix socket",
+    "pool_size": "fresh_db databases kept cloned ahead of time",
+}
+
+
+def default_cache_dir() -> Path:
+    """The platform's user cache dir for dbtest (``~/.cache/dbtest`` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dbtest"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every dbtest setting, resolved. Build it with :func:`resolve`."""
+
+    schema: str | None = None
+    seeds: Path = Path("seeds")
+    template_seeds: tuple[str, ...] = ()
+    backend: Literal["auto", "local", "embedded", "docker", "url"] = "auto"
+    url: str | None = None
+    isolation: Literal["savepoint", "fresh"] = "savepoint"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    pg_bin: Path | None = None
+    leaks: Literal["error", "warn"] = "error"
+    seed: int | None = None
+    port: int | None = None
+    pool_size: int = 2
+    #: the folder relative paths in settings are resolved against (pyproject's folder)
+    root: Path = field(default_factory=Path.cwd)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated."""
+        return resolve(overrides={**dataclasses.asdict(self), **changes}, read_env=False,
+                       pyproject=None, root=changes.get("root", self.root))
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: the working dir)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}. Fix the file or remove [tool.dbtest].")\
+            from None
+    section = data.get("tool", {}).get("dbtest", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [tool.dbtest] must be a table")
+    return section
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        value = environ.get(f"DBTEST_{name.upper()}")
+        if value not in (None, ""):
+            out[name] = value
+    return out
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Settings) if f.name != "root"]
+
+
+def resolve(
+    overrides: Mapping[str, Any] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    read_env: bool = True,
+    pyproject: Path | None | Literal["find"] = "find",
+    root: Path | None = None,
+) -> Settings:
+    """Resolve settings from every source, highest precedence first.
+
+    ``overrides`` are explicit arguments, ``cli`` the ``--dbtest-*`` options (``None``
+    values mean "not given"). ``pyproject="find"`` looks upward from ``root`` (or the
+    working dir); relative paths resolve against the folder of the file that was found.
+    """
+    if pyproject == "find":
+        pyproject = find_pyproject(root)
+    file_values = _read_pyproject(pyproject) if pyproject else {}
+    if root is None:
+        root = pyproject.parent if pyproject else Path.cwd()
+    unknown = sorted(set(file_values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{pyproject}: unknown key(s) in [tool.dbtest]: {', '.join(unknown)}. "
+            f"Known keys: {', '.join(_FIELDS)}."
+        )
+    merged: dict[str, tuple[Any, str]] = {}
+    layers: list[tuple[Mapping[str, Any], str]] = [
+        (file_values, f"[tool.dbtest] in {pyproject}"),
+        (_env_values(os.environ if environ is None else environ) if read_env else {}, "env"),
+        (cli or {}, "option"),
+        (overrides or {}, "argument"),
+    ]
+    for values, origin in layers:
+        for key, value in values.items():
+            if key == "root" or value is None:
+                continue
+            if key not in _FIELDS:
+                raise ConfigError(f"unknown dbtest setting {key!r} (from {origin}); "
+                                  f"known settings: {', '.join(_FIELDS)}")
+            merged[key] = (value, origin)
+    kwargs = {key: _convert(key, value, origin, root) for key, (value, origin) in merged.items()}
+    if "url" in merged and "backend" not in merged:
+        kwargs["backend"] = "url"  # naming a server means using it
+    return Settings(root=root, **kwargs)
+
+
+def _where(key: str, origin: str) -> str:
+    if origin == "env":
+        return f"DBTEST_{key.upper()}"
+    if origin == "option":
+        return f"--dbtest-{key.replace('_', '-')}"
+    return f"{key!r} ({origin})"
+
+
+def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
+    where = _where(key, origin)
+    if key in ("seeds", "cache_dir", "pg_bin"):
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else root / path
+    if key == "template_seeds":
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(s.strip() for s in items if str(s).strip())
+    if key in ("seed", "port", "pool_size"):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+        if number < 0 or (key == "port" and number > 65535):
+            raise ConfigError(f"{where} is out of range: {number}")
+        return number
+    choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES}.get(key)
+    if choices is not None:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}")
+        return text
+    if key == "schema":
+        from dbtest.schema import parse_schema_spec
+
+        parse_schema_spec(str(value), where=where)  # fail early, with the setting's name
+        return str(value)
+    return value
