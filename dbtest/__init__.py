@@ -13,14 +13,39 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    # provisioning
     "ephemeral_postgres": "dbtest.provision",
     "PostgresServer": "dbtest.provision.server",
     "Settings": "dbtest.settings",
+    # isolation without pytest
+    "savepoint": "dbtest.isolation",
+    "async_savepoint": "dbtest.isolation",
+    # seeds, factories, bulk loading
+    "SeedContext": "dbtest.seeding",
+    "load_seeds": "dbtest.seeding",
+    "bulk_insert": "dbtest.bulk",
+    # data snapshots
+    "table_state": "dbtest.state",
+    "query_state": "dbtest.state",
+    "schema_state": "dbtest.state",
+    "changes": "dbtest.state",
+    # assertions
+    "assert_row_count": "dbtest.assertions",
+    "assert_rows": "dbtest.assertions",
+    "assert_cascade": "dbtest.assertions",
+    "audit_foreign_keys": "dbtest.assertions",
+    "track_changes": "dbtest.assertions",
+    "assert_aggregate": "dbtest.assertions",
+    "count_queries": "dbtest.assertions",
+    "assert_max_queries": "dbtest.assertions",
+    "assert_num_queries": "dbtest.assertions",
+    "assert_constant_queries": "dbtest.assertions",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
+    from dbtest.isolation import async_savepoint, savepoint
     from dbtest.provision import ephemeral_postgres
     from dbtest.provision.server import PostgresServer
     from dbtest.settings import Settings

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["MARK_PREFIX", "DatabaseInfo", "DropReport", "admin_connection", "create_database",
-           "drop_database", "list_databases", "read_mark"]
+           "drop_database", "list_databases", "mark_database", "read_mark"]
 
 MARK_PREFIX = "dbtest:"
 #: longest database name PostgreSQL keeps (NAMEDATALEN - 1)
@@ -114,6 +114,14 @@ def create_database(conn: psycopg.Connection[Any], name: str, *, purpose: str,
     except psycopg.errors.InsufficientPrivilege:
         raise DbtestError(f"the role {conn.info.user!r} may not create databases; grant it "
                           f"CREATEDB (ALTER ROLE {conn.info.user} CREATEDB).") from None
+    mark_database(conn, name, purpose=purpose, mark=mark)
+
+
+def mark_database(conn: psycopg.Connection[Any], name: str, *, purpose: str,
+                  mark: dict[str, Any] | None = None) -> None:
+    """(Re)write dbtest's mark on ``name``."""
+    from psycopg import sql
+
     conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
         sql.Identifier(name), sql.Literal(_mark_text(purpose, mark))))
 

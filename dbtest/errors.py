@@ -13,6 +13,7 @@
     ├── SnapshotError          a database snapshot could not be taken or restored
     ├── ConcurrencyError       a concurrency scenario is malformed or hung
     ├── RefusedError           dbtest refused to touch something it does not own
+    ├── LeakError              a savepoint test committed data for real
     └── DbAssertionError       (also an AssertionError) a database assertion failed
 
 Every message names the file, revision, seed, setting or database at fault and what
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DbAssertionError",
     "DbtestError",
+    "LeakError",
     "MigrationError",
     "PostgresNotFound",
     "ProvisionError",
@@ -99,3 +101,7 @@ class RefusedError(DbtestError):
 
 class DbAssertionError(DbtestError, AssertionError):
     """A database assertion failed; the message shows expected against actual rows."""
+
+
+class LeakError(DbtestError):
+    """A savepoint-isolated test committed data for real (another connection, raw COMMIT)."""

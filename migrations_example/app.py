@@ -16,7 +16,12 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from migrations_example.db import database_url
 from migrations_example.models import Post, Role, User
@@ -117,14 +122,14 @@ async def register(data: RegisterIn, session: SessionDep) -> UserCreated:
         password_hash=hash_password(data.password),
         role_id=role_id,
     )
-    session.add(user)
     try:
-        await session.flush()
+        # The unique constraint decides, not a SELECT beforehand: two concurrent requests for
+        # the same email would both pass a SELECT. The SAVEPOINT confines the failed INSERT, so
+        # the session's transaction stays usable. Email is the only constraint that validated
+        # input can violate.
+        async with session.begin_nested():
+            session.add(user)
     except IntegrityError:
-        # The unique constraint decides, not a SELECT beforehand: two concurrent requests
-        # for the same email would both pass a SELECT. Email is the only constraint the
-        # validated input can violate.
-        await session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, "email already registered") from None
     user_id = user.id
     await session.commit()

@@ -6,7 +6,7 @@ import os
 
 from sqlalchemy.engine import URL, make_url
 
-__all__ = ["database_url"]
+__all__ = ["database_url", "with_driver"]
 
 
 def database_url(driver: str = "psycopg") -> URL:
@@ -19,8 +19,7 @@ def database_url(driver: str = "psycopg") -> URL:
     raw = os.environ.get("DATABASE_URL")
     if not raw:
         raise RuntimeError(
-            "DATABASE_URL is not set; export it, e.g. "
-            "DATABASE_URL=postgresql://user@localhost/app"
+            "DATABASE_URL is not set; export it, e.g. DATABASE_URL=postgresql://user@localhost/app"
         )
     return with_driver(make_url(raw), driver)
 

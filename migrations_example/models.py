@@ -99,9 +99,7 @@ class User(Base):
     posts: Mapped[list[Post]] = relationship(
         back_populates="author", cascade="all, delete-orphan", passive_deletes=True
     )
-    comments: Mapped[list[Comment]] = relationship(
-        back_populates="author", passive_deletes=True
-    )
+    comments: Mapped[list[Comment]] = relationship(back_populates="author", passive_deletes=True)
     orders: Mapped[list[Order]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -134,9 +132,7 @@ class Post(Base):
     __tablename__ = "posts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    author_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     title: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     published: Mapped[bool] = mapped_column(default=False, server_default=false())
@@ -155,9 +151,7 @@ class Comment(Base):
     __tablename__ = "comments"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    post_id: Mapped[int] = mapped_column(
-        ForeignKey("posts.id", ondelete="CASCADE"), index=True
-    )
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), index=True)
     # Nullable: a comment outlives its author's account ("[deleted]" in the UI).
     author_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
@@ -201,9 +195,7 @@ class Order(Base):
     __tablename__ = "orders"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(Text, server_default="pending")
     created_at: Mapped[datetime] = _created_at()
 
@@ -218,9 +210,7 @@ class OrderItem(Base):
     __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[int] = mapped_column(
-        ForeignKey("orders.id", ondelete="CASCADE"), index=True
-    )
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     product_id: Mapped[int] = mapped_column(
         ForeignKey("products.id", ondelete="RESTRICT"), index=True
     )

@@ -22,7 +22,9 @@ PBKDF2_ITERATIONS = 600_000
 _ALGORITHM = "pbkdf2_sha256"
 
 
-def hash_password(password: str, *, salt: bytes | None = None, iterations: int | None = None) -> str:
+def hash_password(
+    password: str, *, salt: bytes | None = None, iterations: int | None = None
+) -> str:
     """Return ``pbkdf2_sha256$<iterations>$<salt hex>$<digest hex>``.
 
     A fixed ``salt`` and a low ``iterations`` are for seeds and factories, whose rows must be

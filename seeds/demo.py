@@ -1,7 +1,8 @@
 """Seed set ``demo``: a populated blog and shop to click through or benchmark against.
 
-``20 * ctx.scale`` users, each with a profile and 1-3 posts; comments from other users; 0-3 tags
-per post; ``5 * ctx.scale`` orders of 1-3 products. Every user's password is ``password``.
+``20 * ctx.scale`` users, each with a profile and 1-3 posts; 0-4 comments per post by random
+users; 0-3 tags per post; ``5 * ctx.scale`` orders of 1-3 products. Every user's password is
+``password``.
 
 Deterministic: all randomness comes from ``ctx.faker`` (and ``ctx.faker.random``), and the
 timestamps count back from a fixed date instead of now(), so the same seed gives the same rows.
@@ -11,12 +12,22 @@ this keeps large ``--scale`` runs clear of the ``stock >= 0`` check.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from migrations_example.models import Comment, Order, OrderItem, Post, Product, Profile, Role, Tag, User
+from migrations_example.models import (
+    Comment,
+    Order,
+    OrderItem,
+    Post,
+    Product,
+    Profile,
+    Role,
+    Tag,
+    User,
+)
 from migrations_example.security import hash_password
 
 if TYPE_CHECKING:
@@ -25,7 +36,7 @@ if TYPE_CHECKING:
 requires = ["base"]
 
 PASSWORD = "password"
-_EPOCH = datetime(2024, 6, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2024, 6, 1, tzinfo=UTC)
 _STATUSES = ("pending", "paid", "shipped", "cancelled")
 
 
@@ -89,8 +100,7 @@ def seed(ctx: SeedContext) -> None:
             status=rnd.choice(_STATUSES),
             created_at=_before_epoch(ctx, 90),
             items=[
-                OrderItem(product=p, quantity=rnd.randint(1, 3), unit_price=p.price)
-                for p in picked
+                OrderItem(product=p, quantity=rnd.randint(1, 3), unit_price=p.price) for p in picked
             ],
         )
 

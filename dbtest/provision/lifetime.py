@@ -5,6 +5,13 @@ process holds the read end of a pipe whose write end only the owner holds. When 
 owner dies (even by ``kill -9``) the pipe closes, and the watchdog stops the server
 and removes its data dir within a second. Each new start also reaps entries whose
 owner is gone, in case the watchdog itself was killed.
+
+A *detached* server (``dbtest up --detach``) has no watchdog: its registry entry names
+the postmaster as its own owner, so the reaper keeps it while it runs and removes its
+folder once it is gone.
+
+Every folder dbtest creates carries :data:`OWNED_MARK`, a file holding the pid of the
+process that owns the folder; nothing without it is ever deleted.
 """
 
 from __future__ import annotations
@@ -20,10 +27,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["OWNED_MARK", "Registration", "pid_alive", "reap", "start_watchdog", "stop_postmaster"]
+__all__ = ["OWNED_MARK", "Registration", "in_use", "is_our_postmaster", "mark_owned", "orphans",
+           "pid_alive", "reap", "remove_run_dir", "retire", "start_watchdog", "stop_postmaster"]
 
 #: file put in every run folder dbtest creates; nothing without it is ever deleted
 OWNED_MARK = ".dbtest-owned"
+
+
+def mark_owned(folder: Path, owner_pid: int) -> None:
+    """Mark ``folder`` as dbtest's, owned by ``owner_pid`` (see :func:`in_use`)."""
+    (folder / OWNED_MARK).write_text(str(owner_pid))
+
+
+def _mark_owner(folder: Path) -> int | None:
+    try:
+        return int((folder / OWNED_MARK).read_text().strip())
+    except (OSError, ValueError):
+        return None  # no mark, or one from before marks held a pid
 
 
 @dataclass(frozen=True)
@@ -59,17 +79,25 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _is_our_postmaster(pid: int, run_dir: str) -> bool:
+def is_our_postmaster(pid: int, run_dir: str) -> bool:
+    """Whether ``pid`` is a live postmaster serving a data dir inside ``run_dir``.
+
+    A pid alone is not enough: after a reboot or a crash it may belong to anyone.
+    """
+    if not pid_alive(pid):
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return pid_alive(pid)  # no /proc (macOS): trust the registry
-    return any(run_dir.encode() in arg for arg in cmdline)
+        return True  # no /proc (macOS): trust the registry
+    # "/run/dbtest-ab/" so that a run dir never matches a longer sibling's name
+    inside = run_dir.rstrip("/").encode() + b"/"
+    return any(inside in arg for arg in cmdline)
 
 
 def stop_postmaster(pid: int, run_dir: str, *, fast: bool = True, timeout: float = 5.0) -> None:
     """Stop the postmaster ``pid`` serving ``run_dir`` (SIGINT, then SIGQUIT, SIGKILL)."""
-    if not _is_our_postmaster(pid, run_dir):
+    if not is_our_postmaster(pid, run_dir):
         return
     for sig, wait in ((signal.SIGINT if fast else signal.SIGQUIT, timeout),
                       (signal.SIGQUIT, 2.0), (signal.SIGKILL, 2.0)):
@@ -84,15 +112,32 @@ def stop_postmaster(pid: int, run_dir: str, *, fast: bool = True, timeout: float
             time.sleep(0.002)
 
 
-def remove_run_dir(run_dir: str, *, background: bool = False) -> None:
+def in_use(folder: Path) -> bool:
+    """Whether a live process still needs ``folder`` (a run or initdb folder).
+
+    True when the owner named in its mark lives, or when a live postmaster serves its
+    data dir (a detached server, or one whose owner died and whose watchdog was killed).
+    """
+    owner = _mark_owner(folder)
+    if owner is not None and pid_alive(owner):
+        return True
+    try:
+        pid = int((folder / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return is_our_postmaster(pid, str(folder))
+
+
+def remove_run_dir(run_dir: str, *, background: bool = False) -> bool:
     """Delete a run folder, but only one that dbtest marked as its own.
 
+    Returns ``False`` (and touches nothing) for a folder without :data:`OWNED_MARK`.
     ``background`` renames it aside and lets a detached ``rm -rf`` delete it, so the
     owner does not wait on ~1,000 unlinks.
     """
     path = Path(run_dir)
     if not (path / OWNED_MARK).exists():
-        return
+        return False
     if background:
         trash = path.with_name(path.name + ".trash")
         try:
@@ -100,28 +145,46 @@ def remove_run_dir(run_dir: str, *, background: bool = False) -> None:
             subprocess.Popen(["rm", "-rf", str(trash)], start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-            return
+            return True
         except OSError:
             pass
     shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def orphans(registry: Path) -> list[tuple[Path, Registration | None]]:
+    """Registry entries whose owner died (``None`` for an unreadable entry). Changes nothing."""
+    found: list[tuple[Path, Registration | None]] = []
+    if not registry.is_dir():
+        return found
+    for entry in sorted(registry.glob("*.json")):
+        try:
+            reg = Registration(**json.loads(entry.read_text()))
+        except FileNotFoundError:
+            continue  # its owner just stopped
+        except (OSError, ValueError, TypeError):
+            found.append((entry, None))
+            continue
+        if not pid_alive(reg.owner_pid):
+            found.append((entry, reg))
+    return found
+
+
+def retire(entry: Path, reg: Registration, *, fast: bool = False) -> None:
+    """Stop ``reg``'s server, delete its (marked) run folder and its registry ``entry``."""
+    stop_postmaster(reg.postmaster_pid, reg.run_dir, fast=fast)
+    remove_run_dir(reg.run_dir)
+    entry.unlink(missing_ok=True)
 
 
 def reap(registry: Path) -> list[str]:
     """Stop servers whose owner died and delete their run dirs. Returns what was reaped."""
     reaped = []
-    if not registry.is_dir():
-        return reaped
-    for entry in registry.glob("*.json"):
-        try:
-            reg = Registration(**json.loads(entry.read_text()))
-        except (OSError, ValueError, TypeError):
+    for entry, reg in orphans(registry):
+        if reg is None:
             entry.unlink(missing_ok=True)
             continue
-        if pid_alive(reg.owner_pid):
-            continue
-        stop_postmaster(reg.postmaster_pid, reg.run_dir, fast=False)
-        remove_run_dir(reg.run_dir)
-        entry.unlink(missing_ok=True)
+        retire(entry, reg)
         reaped.append(reg.run_dir)
     return reaped
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dbtest.errors import ProvisionError
 
-__all__ = ["Account", "chown_tree", "server_account"]
+__all__ = ["DEDICATED", "Account", "chown_tree", "planned_account", "server_account"]
 
 DEDICATED = "dbtest"
 
@@ -43,7 +43,20 @@ def _lookup(name: str) -> pwd.struct_passwd | None:
 
 @cache
 def server_account() -> Account:
-    """The account to run servers as (cached for the process)."""
+    """The account to run servers as (cached for the process).
+
+    As root with neither ``DBTEST_RUN_AS`` nor a ``postgres`` or ``dbtest`` account,
+    this creates the ``dbtest`` system account.
+    """
+    return planned_account() or _create_dedicated()
+
+
+def planned_account() -> Account | None:
+    """The account :func:`server_account` would pick, without creating one.
+
+    ``None`` means dbtest runs as root and would create the :data:`DEDICATED` account
+    on the first start. ``dbtest doctor`` shows this; it must change nothing.
+    """
     if os.geteuid() != 0:
         me = pwd.getpwuid(os.geteuid())
         return Account(me.pw_name, me.pw_uid, me.pw_gid, False, "current user")
@@ -59,7 +72,7 @@ def server_account() -> Account:
         entry = _lookup(name)
         if entry is not None and entry.pw_uid != 0:
             return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, True, "existing account")
-    return _create_dedicated()
+    return None
 
 
 def _create_dedicated() -> Account:

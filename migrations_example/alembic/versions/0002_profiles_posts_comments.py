@@ -8,6 +8,7 @@ Create Date: 2024-01-02 00:00:00
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -18,7 +19,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _created_at() -> sa.Column[sa.DateTime]:
+def _created_at() -> sa.Column[datetime]:
+    # A fresh Column each call: a Column object belongs to exactly one table.
     return sa.Column(
         "created_at",
         sa.DateTime(timezone=True),

@@ -1,0 +1,299 @@
+"""The pytest fixtures. Thin: the work happens in :mod:`dbtest.workspace` and friends.
+
+Internal fixtures start with ``_dbtest``. Heavy imports (SQLAlchemy, psycopg) happen
+inside the fixtures, so a run that uses none of them pays nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dbtest.plugin import MARKER, WORKSPACE_KEY, marker_options, workspace_for
+
+if TYPE_CHECKING:
+    from faker import Faker
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+    from sqlalchemy.orm import Session
+
+    from dbtest.provision.server import PostgresServer
+    from dbtest.templates import TemplateKey
+    from dbtest.workspace import FreshDatabase, Workspace
+
+try:  # async fixtures need pytest-asyncio; without it only the sync ones exist
+    import pytest_asyncio
+
+    _async_fixture: Any = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover
+    _async_fixture = None
+
+__all__ = ["async_db", "async_db_connection", "async_db_engine", "db", "db_connection",
+           "db_engine", "dbtest_server", "faker", "fresh_db"]
+
+
+@pytest.fixture(scope="session")
+def _dbtest_workspace(request: pytest.FixtureRequest) -> Workspace:
+    return workspace_for(request.config)
+
+
+@pytest.fixture(scope="session")
+def dbtest_server(_dbtest_workspace: Workspace) -> PostgresServer:
+    """The throwaway PostgreSQL server of this test run (started on first use).
+
+    Has ``.url`` (SQLAlchemy, psycopg), ``.async_url`` (asyncpg), ``.dsn`` (libpq),
+    ``.version``, ``.backend``, ``.create_database()`` and ``.drop_database()``.
+    """
+    return _dbtest_workspace.server
+
+
+@pytest.fixture
+def _dbtest_key(request: pytest.FixtureRequest, _dbtest_workspace: Workspace) -> TemplateKey:
+    opts = marker_options(request.node)
+    return _dbtest_workspace.key_for(opts.get("schema"), tuple(opts.get("seeds") or ()))
+
+
+def _isolation(request: pytest.FixtureRequest, workspace: Workspace) -> str:
+    return str(marker_options(request.node).get("isolation") or workspace.settings.isolation)
+
+
+@pytest.fixture(scope="session")
+def db_engine(_dbtest_workspace: Workspace) -> Engine:
+    """A SQLAlchemy ``Engine`` on this worker's database, cloned from the template.
+
+    Connections from it see committed data only; use ``db`` for isolated tests.
+    """
+    return _dbtest_workspace.worker_database(_dbtest_workspace.default_key()).engine
+
+
+@pytest.fixture(scope="session")
+def async_db_engine(_dbtest_workspace: Workspace) -> AsyncEngine:
+    """An ``AsyncEngine`` (asyncpg) on this worker's database.
+
+    It opens a new connection each time (no pool): asyncpg connections belong to the
+    event loop that opened them, and tests may run on different loops.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    worker = _dbtest_workspace.worker_database(_dbtest_workspace.default_key())
+    return create_async_engine(worker.async_url, poolclass=NullPool)
+
+
+@pytest.fixture
+def _dbtest_fresh(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
+                  _dbtest_key: TemplateKey) -> Iterator[FreshDatabase]:
+    fresh = _dbtest_workspace.fresh_database(_dbtest_key)
+    yield fresh
+    fresh.dispose()
+    if request.config.getoption("dbtest_keep_failed") and _failed(request):
+        request.config.stash[WORKSPACE_KEY].kept.append((request.node.nodeid, fresh.url))
+        return
+    open_sessions = _open_sessions(_dbtest_workspace, fresh.name)
+    if open_sessions:
+        warnings.warn(f"{request.node.nodeid} left {len(open_sessions)} connection(s) open to "
+                      f"{fresh.name} ({'; '.join(open_sessions)}); dbtest terminated them. "
+                      f"Close or dispose your engines/connections in the test.",
+                      pytest.PytestWarning, stacklevel=1)
+    _dbtest_workspace.release_fresh(_dbtest_key, fresh)
+
+
+def _open_sessions(workspace: Workspace, name: str) -> list[str]:
+    import time
+
+    from dbtest.databases import _sessions, admin_connection
+
+    with admin_connection(workspace.server.dsn) as admin:
+        deadline = time.monotonic() + 1.0
+        sessions = _sessions(admin, name)
+        while sessions and time.monotonic() < deadline:
+            time.sleep(0.005)  # closed clients' backends take a moment to exit
+            sessions = _sessions(admin, name)
+    return sessions
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    from dbtest.plugin import REPORTS_KEY
+
+    reports = request.node.stash.get(REPORTS_KEY, {})
+    return any(r.failed for r in reports.values())
+
+
+@pytest.fixture
+def fresh_db(_dbtest_fresh: FreshDatabase) -> FreshDatabase:
+    """A database of this test's own, cloned from the template, dropped afterwards.
+
+    For code that opens its own connections, commits for real or runs concurrent
+    transactions. Has ``.name``, ``.url``, ``.async_url``, ``.dsn`` and ``.engine``.
+    ``--dbtest-keep-failed`` keeps it when the test fails and prints its URL.
+    """
+    return _dbtest_fresh
+
+
+@pytest.fixture
+def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
+                  _dbtest_key: TemplateKey) -> Iterator[Connection]:
+    """The SQLAlchemy ``Connection`` inside this test's outer transaction.
+
+    Everything done through it (and through ``db``, which shares it) is rolled back
+    after the test. With ``@pytest.mark.dbtest(isolation="fresh")`` it is a plain
+    connection to a fresh database instead.
+    """
+    if _isolation(request, _dbtest_workspace) == "fresh":
+        fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
+        with fresh.engine.connect() as conn:
+            yield conn
+        return
+    worker = _dbtest_workspace.worker_database(_dbtest_key)
+    conn = worker.engine.connect()
+    trans = conn.begin()
+    try:
+        yield conn
+    finally:
+        if trans.is_active:
+            trans.rollback()
+        _check_leaks(request, _dbtest_workspace, _dbtest_key, conn)
+
+
+def _check_leaks(request: pytest.FixtureRequest, workspace: Workspace, key: TemplateKey,
+                 conn: Connection) -> None:
+    from dbtest import leaks
+    from dbtest.errors import LeakError
+
+    try:
+        tables = leaks.touched_tables(conn)
+        conn.rollback()
+    finally:
+        conn.close()
+    if not tables:
+        return
+    workspace.reset_worker_database(key)  # the next test starts clean either way
+    message = (f"{request.node.nodeid} committed data outside its savepoint (another "
+               f"connection or a raw COMMIT) to: {', '.join(tables)}. Use "
+               f"@pytest.mark.dbtest(isolation=\"fresh\") or the fresh_db fixture for tests "
+               f"that commit for real. The database was reset.")
+    if workspace.settings.leaks == "warn":
+        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
+    else:
+        raise LeakError(message)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Session]:
+    """A SQLAlchemy ``Session`` whose changes are all rolled back after the test.
+
+    The code under test may call ``commit()``, ``rollback()`` and ``begin_nested()``:
+    they act on a savepoint inside the test's outer transaction.
+    """
+    from sqlalchemy.orm import Session
+
+    fresh = marker_options(request.node).get("isolation") == "fresh" or (
+        request.config.stash[WORKSPACE_KEY].settings.isolation == "fresh")
+    mode: Any = "conservative_savepoint" if fresh else "create_savepoint"
+    session = Session(bind=db_connection, join_transaction_mode=mode)
+    _bind_factories(request, session)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _bind_factories(request: pytest.FixtureRequest, session: Any) -> None:
+    try:
+        from dbtest import factories
+    except ImportError:  # pragma: no cover - factory-boy is a dependency
+        return
+    binder = getattr(factories, "bind_session", None)
+    if binder is not None:
+        request.addfinalizer(binder(session))
+
+
+@pytest.fixture
+def faker(request: pytest.FixtureRequest) -> Faker:
+    """A ``Faker`` seeded from this test's id (and ``--dbtest-seed``): the same test gets
+    the same values on every run and machine. Wins over Faker's own ``faker`` fixture,
+    which is seeded the same for every test."""
+    from faker import Faker
+
+    from dbtest.plugin import SEED_KEY
+
+    seed = test_seed(request)
+    request.node.stash[SEED_KEY] = seed
+    fake = Faker()
+    fake.seed_instance(seed)
+    try:
+        import factory.random
+
+        factory.random.reseed_random(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    return fake
+
+
+def test_seed(request: pytest.FixtureRequest) -> int:
+    """The random seed of this test: ``--dbtest-seed`` mixed with the test id."""
+    base = request.config.stash[WORKSPACE_KEY].settings.seed or 0
+    digest = hashlib.sha256(f"{base}:{request.node.nodeid}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytest
+
+if _async_fixture is not None:
+
+    @_async_fixture
+    async def async_db_connection(request: pytest.FixtureRequest,
+                                  _dbtest_workspace: Workspace,
+                                  _dbtest_key: TemplateKey) -> AsyncIterator[AsyncConnection]:
+        """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
+        rolled back after the test; the async twin of ``db_connection``."""
+        if _isolation(request, _dbtest_workspace) == "fresh":
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
+            engine = create_async_engine(fresh.async_url, poolclass=NullPool)
+            async with engine.connect() as conn:
+                yield conn
+            await engine.dispose()
+            return
+        worker = _dbtest_workspace.worker_database(_dbtest_key)
+        engine = worker.async_engine()
+        conn = await engine.connect()
+        trans = await conn.begin()
+        try:
+            yield conn
+        finally:
+            if trans.is_active:
+                await trans.rollback()
+            await conn.close()
+        _check_leaks_sync(request, _dbtest_workspace, _dbtest_key)
+
+    @_async_fixture
+    async def async_db(request: pytest.FixtureRequest, async_db_connection: AsyncConnection
+                       ) -> AsyncIterator[AsyncSession]:
+        """An ``AsyncSession`` whose changes are all rolled back after the test; the code
+        under test may ``await session.commit()`` and use ``session.begin_nested()``."""
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        fresh = _isolation(request, request.config.stash[WORKSPACE_KEY]) == "fresh"
+        mode: Any = "conservative_savepoint" if fresh else "create_savepoint"
+        session = AsyncSession(bind=async_db_connection, join_transaction_mode=mode)
+        _bind_factories(request, session)
+        try:
+            yield session
+        finally:
+            await session.close()
+
+
+def _check_leaks_sync(request: pytest.FixtureRequest, workspace: Workspace,
+                      key: TemplateKey) -> None:
+    worker = workspace.worker_database(key)
+    _check_leaks(request, workspace, key, worker.engine.connect())
+
+
+_ = (MARKER,)  # re-exported for the plugin's help text

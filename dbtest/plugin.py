@@ -1,0 +1,151 @@
+"""pytest wiring: options, the ``dbtest`` marker, stash keys and xdist. No fixtures here
+(they live in :mod:`dbtest.fixtures`, registered at configure time so that ours win over
+other plugins' fixtures of the same name, e.g. Faker's ``faker``)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dbtest.settings import HELP
+
+if TYPE_CHECKING:
+    from dbtest.workspace import Workspace
+
+__all__ = ["MARKER", "REPORTS_KEY", "SEED_KEY", "WORKSPACE_KEY", "marker_options",
+           "workspace_for"]
+
+MARKER = ("dbtest(isolation=None, seeds=None, schema=None): per-test database options: "
+          "isolation 'savepoint' or 'fresh', seed sets loaded into the template, and a "
+          "schema source other than the configured one")
+
+
+class _State:
+    """What the plugin keeps for one pytest process."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._settings: Any = None
+        self.workspace: Workspace | None = None
+        self.kept: list[tuple[str, str]] = []
+
+    @property
+    def settings(self) -> Any:
+        if self._settings is None:
+            from dbtest.settings import resolve
+
+            self._settings = resolve(cli=_cli_values(self.config), root=self.config.rootpath)
+        return self._settings
+
+
+WORKSPACE_KEY = pytest.StashKey[_State]()
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+SEED_KEY = pytest.StashKey[int]()
+
+_OPTIONS = ("backend", "url", "schema", "seeds", "template_seeds", "isolation", "cache_dir",
+            "pg_bin", "leaks", "seed", "port", "pool_size")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dbtest", "database tests against a real PostgreSQL (dbtest)")
+    for name in _OPTIONS:
+        group.addoption(f"--dbtest-{name.replace('_', '-')}", dest=f"dbtest_{name}",
+                        default=None, help=HELP[name])
+    group.addoption("--dbtest-keep-failed", action="store_true", default=False,
+                    dest="dbtest_keep_failed",
+                    help="keep the fresh_db database of a failed test and print its URL")
+
+
+def _cli_values(config: pytest.Config) -> dict[str, Any]:
+    return {name: config.getoption(f"dbtest_{name}") for name in _OPTIONS}
+
+
+def _marker_signature(*, isolation: str | None = None, seeds: list[str] | None = None,
+                      schema: str | None = None) -> dict[str, Any]:
+    return {"isolation": isolation, "seeds": seeds, "schema": schema}
+
+
+def marker_options(item: pytest.Item) -> dict[str, Any]:
+    """The merged ``@pytest.mark.dbtest(...)`` options of ``item`` (closest wins)."""
+    from dbtest.errors import ConfigError
+
+    merged: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("dbtest"))):
+        try:
+            values = _marker_signature(*mark.args, **mark.kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: {exc}. "
+                              f"Signature: {MARKER.split(':')[0]}") from None
+        merged.update({k: v for k, v in values.items() if v is not None})
+    iso = merged.get("isolation")
+    if iso is not None and iso not in ("savepoint", "fresh"):
+        raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(isolation={iso!r}) must be "
+                          f"'savepoint' or 'fresh'")
+    seeds = merged.get("seeds")
+    if isinstance(seeds, str):
+        merged["seeds"] = [seeds]
+    if merged.get("schema") is not None:
+        from dbtest.schema import parse_schema_spec
+
+        parse_schema_spec(merged["schema"], where=f"{item.nodeid}: mark.dbtest(schema=...)")
+    return merged
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    config.stash[WORKSPACE_KEY] = _State(config)
+    from dbtest import fixtures
+
+    config.pluginmanager.register(fixtures, "dbtest.fixtures")
+
+
+def workspace_for(config: pytest.Config) -> Workspace:
+    """This process's :class:`Workspace`, created on first use."""
+    state = config.stash[WORKSPACE_KEY]
+    if state.workspace is None:
+        from dbtest.workspace import Workspace, worker_id
+
+        run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8] or None
+        state.workspace = Workspace(state.settings, worker=worker_id(), run_id=run_id)
+    return state.workspace
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Any:
+    report = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    seed = item.stash.get(SEED_KEY, None)
+    if seed is not None and report.failed:
+        report.sections.append(("dbtest", f"faker/factory seed {seed}; replay with the same "
+                                          f"test id (and --dbtest-seed if one was given)"))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(WORKSPACE_KEY, None)
+    if state is None or state.workspace is None or not state.workspace.started:
+        return
+    ws = state.workspace
+    server = ws.server
+    lines = [f"server: PostgreSQL {server.version} ({server.backend})"]
+    for info in ws.templates.stats:
+        what = (f"built, {info.steps} migration step(s) applied" if info.built
+                else "reused, 0 migration steps applied")
+        lines.append(f"template {info.name} ({info.key.schema or 'empty'}"
+                     f"{', seeds ' + ','.join(info.key.seeds) if info.key.seeds else ''}): "
+                     f"{what} in {info.seconds * 1000:.0f} ms")
+    for nodeid, url in state.kept:
+        lines.append(f"kept database of failed {nodeid}: {url}")
+    terminalreporter.write_sep("-", "dbtest")
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(WORKSPACE_KEY, None)
+    if state is not None and state.workspace is not None:
+        state.workspace.close()
+        state.workspace = None
