@@ -57,8 +57,9 @@ def _dbtest_key(request: pytest.FixtureRequest, _dbtest_workspace: Workspace) ->
     return _dbtest_workspace.key_for(opts.get("schema"), tuple(opts.get("seeds") or ()))
 
 
-def _isolation(request: pytest.FixtureRequest, workspace: Workspace) -> str:
-    return str(marker_options(request.node).get("isolation") or workspace.settings.isolation)
+def _isolation(request: pytest.FixtureRequest, workspace: Workspace | None) -> str:
+    default = workspace.settings.isolation if workspace is not None else "savepoint"
+    return str(marker_options(request.node).get("isolation") or default)
 
 
 @pytest.fixture(scope="session")
@@ -191,10 +192,10 @@ def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Se
     """
     from sqlalchemy.orm import Session
 
-    fresh = marker_options(request.node).get("isolation") == "fresh" or (
-        request.config.stash[WORKSPACE_KEY].settings.isolation == "fresh")
-    mode: Any = "conservative_savepoint" if fresh else "create_savepoint"
-    session = Session(bind=db_connection, join_transaction_mode=mode)
+    fresh = _isolation(request, request.config.stash[WORKSPACE_KEY].workspace) == "fresh"
+    # on a fresh database the session owns its transactions: commit() commits for real
+    session = Session(bind=db_connection) if fresh else Session(
+        bind=db_connection, join_transaction_mode="create_savepoint")
     _bind_factories(request, session)
     try:
         yield session
@@ -280,9 +281,9 @@ if _async_fixture is not None:
         under test may ``await session.commit()`` and use ``session.begin_nested()``."""
         from sqlalchemy.ext.asyncio import AsyncSession
 
-        fresh = _isolation(request, request.config.stash[WORKSPACE_KEY]) == "fresh"
-        mode: Any = "conservative_savepoint" if fresh else "create_savepoint"
-        session = AsyncSession(bind=async_db_connection, join_transaction_mode=mode)
+        fresh = _isolation(request, request.config.stash[WORKSPACE_KEY].workspace) == "fresh"
+        session = AsyncSession(bind=async_db_connection) if fresh else AsyncSession(
+            bind=async_db_connection, join_transaction_mode="create_savepoint")
         _bind_factories(request, session)
         try:
             yield session

@@ -151,6 +151,7 @@ def resolve(
     kwargs = {key: _convert(key, value, origin, root) for key, (value, origin) in merged.items()}
     if "url" in merged and "backend" not in merged:
         kwargs["backend"] = "url"  # naming a server means using it
+    kwargs.setdefault("seeds", root / "seeds")
     return Settings(root=root, **kwargs)
 
 

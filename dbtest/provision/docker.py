@@ -13,16 +13,22 @@ DEFAULT_IMAGE = "postgres:16-alpine"
 
 
 def docker_available(timeout: float = 1.0) -> tuple[bool, str]:
-    """Whether a Docker daemon answers a ping, and why not."""
+    """Whether a Docker daemon answers a ping (within ``timeout``), and why not.
+
+    Goes through testcontainers' client so that its settings (``DOCKER_HOST``, the
+    testcontainers properties file, the docker context) decide which daemon is asked.
+    """
     try:
-        import docker
+        from testcontainers.core.docker_client import DockerClient
     except ImportError:
-        return False, "the docker package is not installed (pip install testcontainers)"
+        return False, "testcontainers is not installed (pip install testcontainers)"
     try:
-        client = docker.from_env(timeout=int(max(timeout, 1)))
-        client.ping()
-        client.close()
-    except Exception as exc:  # docker raises a zoo of types: DockerException, requests'...
+        client = DockerClient(timeout=timeout)
+        try:
+            client.client.ping()
+        finally:
+            client.client.close()
+    except Exception as exc:  # DockerException, requests' ConnectionError/ReadTimeout, OSError
         return False, f"no Docker daemon answers ({type(exc).__name__}: {str(exc)[:120]})"
     return True, "daemon answers"
 
@@ -31,18 +37,30 @@ class DockerPostgres:
     """A PostgreSQL container with test settings, ready once a real query answers."""
 
     def __init__(self, image: str = DEFAULT_IMAGE) -> None:
+        import secrets
+
         self.image = image
+        self.password = secrets.token_urlsafe(12)
         self.container: Any = None
 
-    def build(self) -> Any:
-        """The (not yet started) testcontainers container, configured for tests."""
-        from testcontainers.postgres import PostgresContainer
+    def options(self) -> dict[str, Any]:
+        """What the container is made of: image, credentials and test settings."""
+        return {"image": self.image, "username": "postgres", "password": self.password,
+                "dbname": "postgres", "driver": None,
+                # a short client timeout: a daemon that accepts but never answers would
+                # otherwise hold the run for testcontainers' default 60 s
+                "docker_client_kw": {"timeout": 10}}
 
-        container = PostgresContainer(self.image, username="postgres", password="dbtest",
-                                      dbname="postgres", driver=None)
-        return container.with_command(
-            "postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=300")
+    def command(self) -> str:
+        """The server command line: the same test settings as local clusters."""
+        return ("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=300")
+
+    def build(self) -> Any:
+        """The (not yet started) testcontainers container; this is where Docker is called."""
+        from testcontainers.community.postgres import PostgresContainer
+
+        return PostgresContainer(**self.options()).with_command(self.command())
 
     def start(self) -> PostgresServer:
         ok, why = docker_available()
@@ -59,7 +77,7 @@ class DockerPostgres:
             raise StartupFailed(f"the {self.image} container did not start: {exc}") from None
         from dbtest.provision.url import connect_url
 
-        params = ConnectionParams(host, port, "postgres", "dbtest")
+        params = ConnectionParams(host, port, "postgres", self.password)
         server = connect_url(params.url(driver=""))
         server.backend = "docker"
         server.details["image"] = self.image

@@ -1,0 +1,91 @@
+"""One server for all pytest-xdist workers of a run.
+
+The first worker that needs a server starts it, owned by the xdist controller process
+(the workers' parent), and records it in ``<cache>/shared/<run>.json``; the other
+workers read that file and connect. Templates are then built once, under the
+server's advisory lock. The controller stops the server at the end of the run (and
+keeps built templates in the cache); the watchdog stops it if the controller dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from dbtest.provision import lifetime
+from dbtest.provision.server import ConnectionParams, PostgresServer
+
+__all__ = ["join_or_start", "mark_template_built", "stop_shared"]
+
+
+def _state(cache_dir: Path, run: str) -> Path:
+    return cache_dir / "shared" / f"{run}.json"
+
+
+def join_or_start(settings: Any, run: str, owner_pid: int) -> PostgresServer:
+    """The run's shared server: started by the first caller, joined by the others."""
+    from dbtest.provision import Provisioner
+
+    state = _state(settings.cache_dir, run)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(state.with_suffix(".lock")), timeout=120):
+        if state.exists():
+            data = json.loads(state.read_text())
+            if lifetime.pid_alive(data["pid"]):
+                return _server_from(data, run, settings.cache_dir)
+        provisioner = Provisioner(settings, owner_pid=owner_pid)
+        server = provisioner.start()
+        cluster = provisioner._handle
+        data = {"params": asdict(server.params), "version": server.version,
+                "version_num": server.version_num, "backend": server.backend,
+                "details": server.details, "pid": server.details["pid"],
+                "run_dir": str(cluster.run_dir), "binaries": str(cluster.binaries.bindir),
+                "cluster_dir": str(cluster.cluster_dir)}
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(state)
+        # the controller stops it; this worker must not (its Provisioner is dropped)
+        cluster.release_ownership()
+        return _server_from(data, run, settings.cache_dir)
+
+
+def _server_from(data: dict[str, Any], run: str, cache_dir: Path) -> PostgresServer:
+    server = PostgresServer(ConnectionParams(**data["params"]), data["version"],
+                            data["backend"], data["version_num"], details=data["details"])
+    server.on_template_built = lambda name: mark_template_built(cache_dir, run)
+    return server
+
+
+def mark_template_built(cache_dir: Path, run: str) -> None:
+    """Note that a worker built a template, so the controller keeps the cluster."""
+    _state(cache_dir, run).with_suffix(".built").touch()
+
+
+def stop_shared(cache_dir: Path, run: str) -> bool:
+    """Stop the run's shared server (called by the xdist controller at the end)."""
+    from dbtest.provision.local import LocalCluster
+
+    state = _state(cache_dir, run)
+    if not state.exists():
+        return False
+    data = json.loads(state.read_text())
+    built = state.with_suffix(".built")
+    cluster = LocalCluster.adopt(cache_dir, Path(data["cluster_dir"]), Path(data["run_dir"]),
+                                 int(data["pid"]))
+    cluster.stop(keep_data=built.exists())
+    if built.exists():
+        cluster.persist()
+        cluster.discard()
+    for path in (state, built, state.with_suffix(".lock")):
+        path.unlink(missing_ok=True)
+    return True
+
+
+def current_owner() -> int:
+    """The xdist controller's pid, seen from a worker."""
+    return os.getppid()

@@ -1,0 +1,18 @@
+"""Shared fixtures of dbtest's own suite (the plugin itself is loaded by its entry point)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import dbtest
+from dbtest.provision.server import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this test module's own, for tests that build templates or databases that
+    must not end up in the run's shared server (or its cached cluster)."""
+    with dbtest.ephemeral_postgres() as server:
+        yield server

@@ -1,0 +1,250 @@
+"""The plugin as a user meets it: pytester projects run in a subprocess."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+MODELS = '''
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(app_models=MODELS)
+    pytester.makefile(".toml", pyproject=textwrap.dedent('''
+        [tool.dbtest]
+        schema = "metadata:app_models:Base"
+        [tool.pytest.ini_options]
+        asyncio_mode = "auto"
+        asyncio_default_fixture_loop_scope = "session"
+        asyncio_default_test_loop_scope = "session"
+        pythonpath = ["."]
+    '''))
+    return pytester
+
+
+def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_every_fixture(project: pytest.Pytester) -> None:
+    project.makepyfile(test_all='''
+        from sqlalchemy import func, select, text
+        from app_models import Item
+
+        def test_server(dbtest_server):
+            assert dbtest_server.version.split(".")[0].isdigit()
+            assert dbtest_server.backend in ("local", "embedded", "docker", "url")
+
+        def test_engine(db_engine):
+            with db_engine.connect() as c:
+                assert c.execute(text("select count(*) from items")).scalar() == 0
+
+        def test_db_commit_is_rolled_back(db):
+            db.add(Item(name="a"))
+            db.commit()
+            with db.begin_nested():
+                db.add(Item(name="b"))
+            db.rollback()
+            assert db.scalar(select(func.count()).select_from(Item)) == 1
+
+        def test_db_starts_clean(db, db_connection):
+            assert db.scalar(select(func.count()).select_from(Item)) == 0
+            assert db.connection() is db_connection or db.connection().connection \\
+                is db_connection.connection
+
+        async def test_async_db(async_db, async_db_connection):
+            async_db.add(Item(name="c"))
+            await async_db.commit()
+            assert await async_db.scalar(select(func.count()).select_from(Item)) == 1
+            n = (await async_db_connection.execute(text("select count(*) from items"))).scalar()
+            assert n == 1
+
+        async def test_async_db_starts_clean(async_db):
+            assert await async_db.scalar(select(func.count()).select_from(Item)) == 0
+
+        async def test_async_engine(async_db_engine):
+            async with async_db_engine.connect() as c:
+                assert (await c.execute(text("select 1"))).scalar() == 1
+
+        def test_fresh_db_commits_for_real(fresh_db):
+            with fresh_db.engine.begin() as c:
+                c.execute(text("insert into items (name) values ('x')"))
+            with fresh_db.engine.connect() as c:
+                assert c.execute(text("select count(*) from items")).scalar() == 1
+            assert fresh_db.name.startswith("dbtest_f_") and fresh_db.dsn and fresh_db.async_url
+
+        def test_fresh_db_is_new_each_time(fresh_db):
+            with fresh_db.engine.connect() as c:
+                assert c.execute(text("select count(*) from items")).scalar() == 0
+    ''')
+    result = run(project)
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines(["*template dbtest_tpl_* (metadata:app_models:Base)*"])
+
+
+def test_marker_isolation_fresh_commits_for_real(project: pytest.Pytester) -> None:
+    project.makepyfile(test_fresh='''
+        import pytest
+        from sqlalchemy import create_engine, text
+
+        @pytest.mark.dbtest(isolation="fresh")
+        def test_commit_visible_elsewhere(db):
+            db.execute(text("insert into items (name) values ('real')"))
+            db.commit()
+            other = create_engine(db.get_bind().engine.url)
+            with other.connect() as c:
+                assert c.execute(text("select count(*) from items")).scalar() == 1
+            other.dispose()
+    ''')
+    run(project).assert_outcomes(passed=1)
+
+
+def test_marker_schema_and_bad_arguments(project: pytest.Pytester) -> None:
+    project.makepyfile(other_schema='''
+        def create(connection):
+            from sqlalchemy import text
+            connection.execute(text("create table gadgets (id int)"))
+    ''', test_marker='''
+        import pytest
+        from sqlalchemy import text
+
+        @pytest.mark.dbtest(schema="callable:other_schema:create")
+        def test_other_schema(db):
+            assert db.execute(text("select count(*) from gadgets")).scalar() == 0
+
+        @pytest.mark.dbtest(isolaton="fresh")
+        def test_typo(db):
+            pass
+
+        @pytest.mark.dbtest(isolation="sometimes")
+        def test_bad_value(db):
+            pass
+    ''')
+    result = run(project)
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(["*invalid @pytest.mark.dbtest arguments*isolaton*",
+                                 "*isolation='sometimes'*must be 'savepoint' or 'fresh'*"])
+
+
+LEAKY = '''
+    from sqlalchemy import create_engine, func, select, text
+    from app_models import Item
+
+    def test_leaks(db, db_engine):
+        with db_engine.begin() as other:   # a second connection commits for real
+            other.execute(text("insert into items (name) values ('leaked')"))
+
+    def test_next_starts_clean(db):
+        assert db.scalar(select(func.count()).select_from(Item)) == 0
+'''
+
+
+def test_leak_is_an_error_naming_tables(project: pytest.Pytester) -> None:
+    project.makepyfile(test_leak=LEAKY)
+    result = run(project)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*LeakError*test_leaks committed data outside its savepoint*"
+                                 "public.items*isolation=*fresh*"])
+
+
+def test_leak_warn_mode(project: pytest.Pytester) -> None:
+    project.makepyfile(test_leak=LEAKY)
+    result = run(project, "--dbtest-leaks=warn", "-W", "default")
+    result.assert_outcomes(passed=2, warnings=1)
+
+
+def test_no_database_fixture_starts_no_server_and_imports_nothing(
+        project: pytest.Pytester) -> None:
+    project.makepyfile(test_plain='''
+        import sys
+
+        def test_plain():
+            assert 1 + 1 == 2
+
+        def test_no_heavy_imports():
+            assert "sqlalchemy" not in sys.modules
+            assert "psycopg" not in sys.modules
+    ''')
+    result = run(project, "-p", "no:faker")
+    result.assert_outcomes(passed=2)
+    assert "PostgreSQL" not in result.stdout.str()
+
+
+def test_template_reused_across_runs(project: pytest.Pytester) -> None:
+    project.makepyfile(test_one='''
+        def test_one(db):
+            pass
+    ''')
+    # a schema no other run has: the first run must build it, the second reuse it
+    project.makepyfile(app_models=MODELS + f"\n# unique {id(project)} {project.path}\n")
+    first = run(project)
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["*template dbtest_tpl_*: built, 1 migration step(s) applied*"])
+    second = run(project)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["*template dbtest_tpl_*: reused, 0 migration steps applied*"])
+
+
+def test_faker_is_seeded_per_test_and_wins_over_fakers_plugin(
+        project: pytest.Pytester) -> None:
+    project.makepyfile(test_fake='''
+        import json, os
+
+        def test_a(faker):
+            with open(os.environ["OUT"], "a") as fh:
+                fh.write(json.dumps(["a", faker.name(), faker.random_int()]) + "\\n")
+
+        def test_b(faker):
+            with open(os.environ["OUT"], "a") as fh:
+                fh.write(json.dumps(["b", faker.name(), faker.random_int()]) + "\\n")
+    ''')
+    out = project.path / "out.txt"
+    project._monkeypatch.setenv("OUT", str(out))  # noqa: SLF001 - pytester's own patcher
+    run(project).assert_outcomes(passed=2)
+    run(project).assert_outcomes(passed=2)
+    lines = out.read_text().splitlines()
+    assert lines[:2] == lines[2:]  # same test -> same values on every run
+    assert lines[0].split(",")[1:] != lines[1].split(",")[1:]  # different tests differ
+    run(project, "--dbtest-seed=7").assert_outcomes(passed=2)
+    assert out.read_text().splitlines()[4:] != lines[:2]
+
+
+def test_keep_failed_prints_url(project: pytest.Pytester) -> None:
+    project.makepyfile(test_kf='''
+        def test_fails(fresh_db):
+            assert False
+    ''')
+    result = run(project, "--dbtest-keep-failed")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*kept database of failed test_kf.py::test_fails: "
+                                 "postgresql+psycopg://*dbtest_f_*"])
+
+
+def test_open_connection_on_fresh_db_is_reported(project: pytest.Pytester) -> None:
+    project.makepyfile(test_open='''
+        import psycopg
+        KEEP = []
+
+        def test_leaves_connection_open(fresh_db):
+            KEEP.append(psycopg.connect(fresh_db.dsn))
+    ''')
+    result = run(project, "-W", "default")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*test_leaves_connection_open left 1 connection(s) open*"])
