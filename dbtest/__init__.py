@@ -45,10 +45,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from dbtest.isolation import async_savepoint, savepoint
-    from dbtest.provision import ephemeral_postgres
-    from dbtest.provision.server import PostgresServer
-    from dbtest.settings import Settings
+    from dbtest.isolation import async_savepoint as async_savepoint
+    from dbtest.isolation import savepoint as savepoint
+    from dbtest.provision import ephemeral_postgres as ephemeral_postgres
+    from dbtest.provision.server import PostgresServer as PostgresServer
+    from dbtest.settings import Settings as Settings
 
 
 def __getattr__(name: str) -> Any:

@@ -93,9 +93,19 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
     return merged
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
     config.stash[WORKSPACE_KEY] = _State(config)
+    if _is_xdist_controller(config) and getattr(config.option, "testrunuid", None) is None:
+        # fix the run id now, so this controller knows which shared server to stop
+        import uuid
+
+        config.option.testrunuid = uuid.uuid4().hex
     from dbtest import fixtures
 
     config.pluginmanager.register(fixtures, "dbtest.fixtures")
@@ -107,8 +117,15 @@ def workspace_for(config: pytest.Config) -> Workspace:
     if state.workspace is None:
         from dbtest.workspace import Workspace, worker_id
 
-        run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8] or None
-        state.workspace = Workspace(state.settings, worker=worker_id(), run_id=run_id)
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID") if hasattr(config, "workerinput") \
+            else None
+        settings = state.settings
+        # xdist workers share one local server, so templates are built once per run
+        share = run is not None and settings.backend in ("auto", "local", "embedded") and \
+            not settings.url
+        state.workspace = Workspace(settings, worker=worker_id(),
+                                    run_id=run[:8] if run else None,
+                                    shared_run=run if share else None)
     return state.workspace
 
 
@@ -124,28 +141,62 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return report
 
 
+def _template_line(record: dict[str, Any]) -> str:
+    what = (f"built, {record['steps']} migration step(s) applied" if record["built"]
+            else "reused, 0 migration steps applied")
+    seeds = f", seeds {','.join(record['seeds'])}" if record["seeds"] else ""
+    who = f" by {record['worker']}" if record.get("worker", "main") != "main" else ""
+    return (f"template {record['name']} ({record['schema'] or 'empty'}{seeds}): {what}{who} "
+            f"in {record['ms']:.0f} ms")
+
+
+def _records(state: _State) -> list[dict[str, Any]]:
+    ws = state.workspace
+    if ws is None or not ws.started:
+        return []
+    return [{"name": i.name, "schema": i.key.schema, "seeds": list(i.key.seeds),
+             "built": i.built, "steps": i.steps, "ms": i.seconds * 1000, "worker": ws.worker}
+            for i in ws.templates.stats]
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(WORKSPACE_KEY, None)
-    if state is None or state.workspace is None or not state.workspace.started:
+    if state is None:
         return
-    ws = state.workspace
-    server = ws.server
-    lines = [f"server: PostgreSQL {server.version} ({server.backend})"]
-    for info in ws.templates.stats:
-        what = (f"built, {info.steps} migration step(s) applied" if info.built
-                else "reused, 0 migration steps applied")
-        lines.append(f"template {info.name} ({info.key.schema or 'empty'}"
-                     f"{', seeds ' + ','.join(info.key.seeds) if info.key.seeds else ''}): "
-                     f"{what} in {info.seconds * 1000:.0f} ms")
-    for nodeid, url in state.kept:
-        lines.append(f"kept database of failed {nodeid}: {url}")
-    terminalreporter.write_sep("-", "dbtest")
-    for line in lines:
-        terminalreporter.write_line(line)
+    lines = []
+    if state.workspace is not None and state.workspace.started:
+        server = state.workspace.server
+        lines.append(f"server: PostgreSQL {server.version} ({server.backend})")
+        lines += [_template_line(r) for r in _records(state)]
+    elif _is_xdist_controller(config):
+        from dbtest.provision.shared import read_records
+
+        records = read_records(state.settings.cache_dir, config.option.testrunuid)
+        lines += [_template_line(r) for r in records]
+    lines += [f"kept database of failed {nodeid}: {url}" for nodeid, url in state.kept]
+    if lines:
+        terminalreporter.write_sep("-", "dbtest")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(WORKSPACE_KEY, None)
+    ws = state.workspace if state is not None else None
+    if ws is not None and ws.shared_run is not None and ws.started:
+        from dbtest.provision.shared import write_records
+
+        write_records(ws.settings.cache_dir, ws.shared_run, _records(state))  # type: ignore[arg-type]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(WORKSPACE_KEY, None)
-    if state is not None and state.workspace is not None:
+    if state is None:
+        return
+    if state.workspace is not None:
         state.workspace.close()
         state.workspace = None
+    if _is_xdist_controller(config):
+        from dbtest.provision.shared import stop_shared
+
+        stop_shared(state.settings.cache_dir, config.option.testrunuid)

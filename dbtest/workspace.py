@@ -15,7 +15,7 @@ import secrets
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbtest.databases import admin_connection, drop_database
 from dbtest.templates import TemplateCache, TemplateKey
@@ -103,7 +103,8 @@ class Workspace:
     """Server, templates, worker databases and fresh pools of one test process."""
 
     def __init__(self, settings: Settings, *, worker: str = "main",
-                 run_id: str | None = None, server: PostgresServer | None = None) -> None:
+                 run_id: str | None = None, server: PostgresServer | None = None,
+                 shared_run: str | None = None) -> None:
         self.settings = settings
         self.worker = worker
         self.run_id = run_id or secrets.token_hex(4)
@@ -114,6 +115,8 @@ class Workspace:
         self._pools: dict[TemplateKey, FreshDatabasePool] = {}
         self._lock = threading.RLock()
         self.templates_built: list[str] = []
+        #: the xdist run whose shared server this workspace joins (None: a server of its own)
+        self.shared_run = shared_run
 
     # -- server and templates -------------------------------------------------------------
     @property
@@ -125,17 +128,30 @@ class Workspace:
         """The server, started on first use."""
         with self._lock:
             if self._server is None:
-                from dbtest.provision import Provisioner
+                if self.shared_run is not None:
+                    from dbtest.provision.shared import current_owner, join_or_start
 
-                self._provisioner = Provisioner(self.settings)
-                self._server = self._provisioner.start()
+                    self._server = join_or_start(self.settings, self.shared_run,
+                                                 current_owner())
+                else:
+                    from dbtest.provision import Provisioner
+
+                    self._provisioner = Provisioner(self.settings)
+                    self._server = self._provisioner.start()
             return self._server
 
     @property
     def templates(self) -> TemplateCache:
         with self._lock:
             if self._templates is None:
-                self.server.on_template_built = self.templates_built.append
+                server, before = self.server, self.server.on_template_built
+
+                def built(name: str) -> None:
+                    self.templates_built.append(name)
+                    if before is not None:
+                        before(name)
+
+                server.on_template_built = built
                 self._templates = TemplateCache(self.server, self.settings.root,
                                                 self.settings.seeds, seed=self.settings.seed or 0)
             return self._templates

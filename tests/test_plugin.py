@@ -216,7 +216,7 @@ def test_faker_is_seeded_per_test_and_wins_over_fakers_plugin(
                 fh.write(json.dumps(["b", faker.name(), faker.random_int()]) + "\\n")
     ''')
     out = project.path / "out.txt"
-    project._monkeypatch.setenv("OUT", str(out))  # noqa: SLF001 - pytester's own patcher
+    project._monkeypatch.setenv("OUT", str(out))
     run(project).assert_outcomes(passed=2)
     run(project).assert_outcomes(passed=2)
     lines = out.read_text().splitlines()
@@ -248,3 +248,30 @@ def test_open_connection_on_fresh_db_is_reported(project: pytest.Pytester) -> No
     result = run(project, "-W", "default")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*test_leaves_connection_open left 1 connection(s) open*"])
+
+
+def test_xdist_workers_share_one_server_and_build_the_template_once(
+        project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    project.makepyfile(app_models=MODELS + f"\n# unique {project.path}\n")
+    project.makepyfile(test_many='''
+        import pytest
+        from sqlalchemy import func, select, text
+        from app_models import Item
+
+        @pytest.mark.parametrize("i", range(24))
+        def test_insert(db, i):
+            db.add(Item(name=f"n{i}"))
+            db.commit()
+            assert db.scalar(select(func.count()).select_from(Item)) == 1
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_fresh(fresh_db, i):
+            with fresh_db.engine.begin() as c:
+                c.execute(text("insert into items (name) values ('same name')"))
+    ''')
+    result = run(project, "-n", "2")
+    result.assert_outcomes(passed=30)
+    out = result.stdout.str()
+    assert out.count(": built, 1 migration step(s) applied by gw") == 1, out
+    assert out.count(": reused, 0 migration steps applied by gw") == 1, out

@@ -47,7 +47,7 @@ def test_tcp_server_gets_a_generated_password() -> None:
         assert server.params.password and len(server.params.password) >= 16
         assert query(server.dsn, "SELECT 1") == 1
         wrong = server.dsn.replace(server.params.password, "nope")
-        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        with pytest.raises(psycopg.OperationalError, match=r"password authentication failed"):
             query(wrong, "SELECT 1")
 
 
@@ -68,7 +68,7 @@ def test_create_and_drop_only_marked_databases(dbtest_server: PostgresServer) ->
     with psycopg.connect(dbtest_server.dsn, autocommit=True) as conn:
         conn.execute('CREATE DATABASE "users_own_db"')
     try:
-        with pytest.raises(RefusedError, match="users_own_db.*did not create it"):
+        with pytest.raises(RefusedError, match=r"users_own_db.*did not create it"):
             dbtest_server.drop_database("users_own_db")
         assert query(dbtest_server.dsn_for("users_own_db"), "SELECT 1") == 1  # still there
     finally:
@@ -122,10 +122,10 @@ def test_url_backend_without_url_says_how() -> None:
 
 
 def test_docker_without_daemon_fails_clearly() -> None:
-    ok, why = docker_available(timeout=0.5)
+    ok, _ = docker_available(timeout=0.5)
     if ok:
         pytest.skip("a Docker daemon answers here; the no-daemon path cannot be shown")
-    with pytest.raises(ProvisionError, match="backend 'docker'.*no Docker daemon answers"), \
+    with pytest.raises(ProvisionError, match=r"backend 'docker'.*no Docker daemon answers"), \
             dbtest.ephemeral_postgres("docker"):
         pass
 

@@ -81,7 +81,7 @@ def test_unknown_pyproject_key(tmp_path: Path) -> None:
 
 def test_broken_pyproject(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.dbtest\n")
-    with pytest.raises(ConfigError, match="pyproject.toml"):
+    with pytest.raises(ConfigError, match=r"pyproject\.toml"):
         resolve(environ={}, root=tmp_path)
 
 

@@ -136,8 +136,8 @@ def test_failing_alembic_revision_is_named(own_server: PostgresServer, tmp_path:
     project = tmp_path / "ex"
     shutil.copytree(EXAMPLE_INI.parent, project, ignore=shutil.ignore_patterns("__pycache__"))
     rev = project / "alembic" / "versions" / "0003_tags.py"
-    rev.write_text(rev.read_text().replace('def upgrade() -> None:\n',
-                                           'def upgrade() -> None:\n    op.execute("SELECT 1/0")\n'))
+    failing = 'def upgrade() -> None:\n    op.execute("SELECT 1/0")\n'
+    rev.write_text(rev.read_text().replace("def upgrade() -> None:\n", failing))
     with pytest.raises(MigrationError, match=r"revision 0003_tags .*0003_tags\.py:\d+.*"
                                              r"division by zero"):
         cache(own_server, tmp_path).get(TemplateKey(f"alembic:{project / 'alembic.ini'}"))

@@ -26,6 +26,8 @@ class Provisioner:
     """Starts the server a :class:`Settings` asks for and stops it again."""
 
     settings: Settings
+    #: another process that owns the server (an xdist controller); default: this one
+    owner_pid: int | None = None
     server: PostgresServer | None = None
     _handle: Any = None
 
@@ -60,7 +62,7 @@ class Provisioner:
                 binaries = find_embedded_binaries()
             cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port)
             self._handle = cluster
-            self.server = cluster.start()
+            self.server = cluster.start(owner_pid=self.owner_pid)
         elif backend == "docker":
             from dbtest.provision.docker import DockerPostgres
 

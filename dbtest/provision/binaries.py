@@ -7,6 +7,7 @@ The newest version wins.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -59,10 +60,8 @@ def load_memo(path: Path) -> None:
     if path in _MEMO_LOADED:
         return
     _MEMO_LOADED.add(path)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         _VERSION_MEMO.update(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        pass
 
 
 def save_memo(path: Path) -> None:
@@ -129,8 +128,8 @@ def candidates(path_env: str | None = None,
     if pg_config:
         found.append((pg_config, "pg_config"))
     for pattern in install_globs:
-        for folder in sorted(glob.glob(pattern)):
-            found.append((Path(folder), "install folder"))
+        for match in sorted(glob.glob(pattern)):
+            found.append((Path(match), "install folder"))
     seen: set[Path] = set()
     unique = []
     for folder, source in found:

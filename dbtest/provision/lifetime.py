@@ -16,6 +16,7 @@ process that owns the folder; nothing without it is ever deleted.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -24,11 +25,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = ["OWNED_MARK", "Registration", "in_use", "is_our_postmaster", "mark_owned", "orphans",
-           "pid_alive", "reap", "remove_run_dir", "retire", "start_watchdog", "stop_postmaster"]
+           "pid_alive", "reap", "release_watchdog", "remove_run_dir", "retire",
+           "run_in_background", "start_watchdog", "stop_postmaster"]
 
 #: file put in every run folder dbtest creates; nothing without it is ever deleted
 OWNED_MARK = ".dbtest-owned"
@@ -142,9 +145,7 @@ def remove_run_dir(run_dir: str, *, background: bool = False) -> bool:
         trash = path.with_name(path.name + ".trash")
         try:
             path.rename(trash)
-            subprocess.Popen(["rm", "-rf", str(trash)], start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+            run_in_background(["rm", "-rf", str(trash)])
             return True
         except OSError:
             pass
@@ -189,6 +190,18 @@ def reap(registry: Path) -> list[str]:
     return reaped
 
 
+def run_in_background(args: Sequence[str]) -> None:
+    """Start ``args`` on its own and return at once (~1 ms).
+
+    A shell forks it and exits, so the process is init's child: nobody waits for it, no
+    zombie and no "subprocess is still running" ResourceWarning stays behind, and a
+    Ctrl-C to this process group does not stop it.
+    """
+    subprocess.run(["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh", *args],
+                   start_new_session=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
 def start_watchdog(reg: Registration, entry: Path) -> subprocess.Popen[bytes]:
     """Start the watchdog for ``reg``. Keep the returned process's ``stdin`` open: closing
     it after writing ``b"done"`` releases the watchdog; closing it without (the owner
@@ -203,6 +216,48 @@ def start_watchdog(reg: Registration, entry: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def start_owner_watchdog(owner_pid: int, postmaster_pid: int, run_dir: str,
+                         entry: Path) -> None:
+    """Watch a server owned by another process (an xdist controller) by polling that
+    process: when it is gone and the registry entry still exists, stop the server."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    run_in_background(["env", f"PYTHONPATH={package_parent}", sys.executable, "-S", "-m",
+                       "dbtest.provision.lifetime", str(postmaster_pid), run_dir, str(entry),
+                       str(owner_pid)])
+
+
+def _watch_owner(owner: int, pid: int, run_dir: str, entry: str) -> None:
+    while pid_alive(owner) and Path(entry).exists() and pid_alive(pid):
+        time.sleep(0.25)
+    if Path(entry).exists() and not pid_alive(owner):
+        stop_postmaster(pid, run_dir, fast=False)
+        remove_run_dir(run_dir)
+        Path(entry).unlink(missing_ok=True)
+
+
+#: released watchdogs that may not have exited yet; waited for before this process exits
+_RELEASED: list[subprocess.Popen[bytes]] = []
+
+
+def release_watchdog(watchdog: subprocess.Popen[bytes]) -> None:
+    """Tell ``watchdog`` its server was stopped (or detached) on purpose: it exits."""
+    with contextlib.suppress(OSError):
+        assert watchdog.stdin is not None
+        watchdog.stdin.write(b"done")
+        watchdog.stdin.close()
+    # It exits within milliseconds; collecting it later keeps stop() from waiting on it,
+    # and collecting it at all keeps Popen from warning that it is "still running".
+    _RELEASED[:] = [p for p in _RELEASED if p.poll() is None]
+    _RELEASED.append(watchdog)
+
+
+@atexit.register
+def _collect_released() -> None:
+    for proc in _RELEASED:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+
+
 def _watch(pid: int, run_dir: str, entry: str) -> None:
     message = sys.stdin.buffer.read()  # returns at EOF: the owner closed it or died
     if message.strip() == b"done":
@@ -214,4 +269,7 @@ def _watch(pid: int, run_dir: str, entry: str) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _watch(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 4:
+        _watch_owner(int(sys.argv[4]), int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    else:
+        _watch(int(sys.argv[1]), sys.argv[2], sys.argv[3])

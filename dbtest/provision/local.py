@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,7 +33,9 @@ from dbtest.provision.binaries import PgBinaries
 from dbtest.provision.runas import Account, chown_tree, server_account
 from dbtest.provision.server import ConnectionParams, PostgresServer
 
-__all__ = ["CLUSTER_FORMAT", "LocalCluster"]
+__all__ = ["CLUSTER_FORMAT", "SPARES_PREFIX", "LocalCluster", "cluster_dirs", "make_dir",
+           "orphan_run_dirs", "remove_generation", "run_bases", "spare_dirs", "stale_generations",
+           "trash_dirs"]
 
 #: bump when the cached cluster's layout or initdb settings change
 CLUSTER_FORMAT = 2
@@ -47,6 +52,15 @@ SERVER_SETTINGS = {
 }
 TMPFS = Path("/dev/shm")
 GENERATIONS_KEPT = 2
+#: a generation replaced (or a half-written one begun) less than this long ago may still
+#: be copied (or written) by another process
+GENERATION_GRACE_S = 60.0
+#: folders of spare copies, one per server account: ``<run base>/dbtest-spares-<uid>``
+SPARES_PREFIX = "dbtest-spares-"
+# names of what this module creates; ``dbtest clean`` removes nothing else
+_CLUSTER_NAME = re.compile(r"pg\d+-[0-9a-f]{16}")
+_GENERATION_NAME = re.compile(r"gen-(\d+)(\.partial)?")  # gen-<time.time_ns()>
+_RUN_DIR_NAME = re.compile(r"dbtest-(?:initdb-)?[a-z0-9_]{8}")  # tempfile.mkdtemp's names
 
 
 class LocalCluster:
@@ -68,6 +82,7 @@ class LocalCluster:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.run_dir: Path | None = None
         self._entry: Path | None = None
+        self._owner = os.getpid()
         self.generation: Path | None = None
 
     # -- the cache ------------------------------------------------------------------------
@@ -84,30 +99,33 @@ class LocalCluster:
             return None
         return target if (target / "PG_VERSION").is_file() else None
 
-    def ensure_cached(self) -> tuple[Path, bool]:
+    def ensure_cached(self, lock_timeout: float = 120.0) -> tuple[Path, bool]:
         """The cached cluster, running ``initdb`` first when there is none.
 
         Two first runs at once take a file lock; a half-written cluster from a crashed
-        run has no ``current`` link pointing at it and is simply replaced.
+        run has no ``current`` link pointing at it and is simply replaced. The lock is an
+        ``flock``: the kernel releases it when its holder dies, so the ``initdb.lock``
+        file a crashed run leaves behind blocks nobody.
         """
         found = self.current_generation()
         if found:
             return found, False
-        _make_dir(self.cluster_dir)
+        make_dir(self.cluster_dir)
         try:
-            with FileLock(str(self.cluster_dir / "initdb.lock"), timeout=120):
+            with FileLock(str(self.cluster_dir / "initdb.lock"), timeout=lock_timeout):
                 found = self.current_generation()
                 if found:
                     return found, False
                 return self._initdb(), True
         except Timeout:
-            raise ProvisionError(f"waited 120 s for another process's initdb in "
-                                 f"{self.cluster_dir}; if none runs, delete "
-                                 f"{self.cluster_dir / 'initdb.lock'}") from None
+            raise ProvisionError(f"waited {lock_timeout:.0f} s for another process's initdb "
+                                 f"in {self.cluster_dir}, which holds "
+                                 f"{self.cluster_dir / 'initdb.lock'}. Wait for it, or stop it "
+                                 f"(fuser {self.cluster_dir / 'initdb.lock'} names it).") from None
 
     def _initdb(self) -> Path:
         work = Path(tempfile.mkdtemp(prefix="dbtest-initdb-", dir=self._pick_run_base(0)))
-        (work / lifetime.OWNED_MARK).touch()
+        lifetime.mark_owned(work, os.getpid())
         chown_tree(work, self.account)
         data = work / "data"
         proc = subprocess.run([str(self.binaries.tool("initdb")), "-D", str(data), *INITDB_ARGS],
@@ -145,40 +163,51 @@ class LocalCluster:
         (partial / "postmaster.pid").unlink(missing_ok=True)
         partial.rename(self.cluster_dir / name)
         self._point_current(name)
-        self._prune_generations(keep=name)
+        for old in stale_generations(self.cluster_dir, keep=GENERATIONS_KEPT):
+            remove_generation(old)
         return self.cluster_dir / name
-
-    def _prune_generations(self, keep: str) -> None:
-        gens = sorted(p for p in self.cluster_dir.glob("gen-*") if p.is_dir())
-        old = [p for p in gens if p.name != keep][: max(0, len(gens) - GENERATIONS_KEPT)]
-        for path in old:
-            # a reader may still copy it; generations older than a minute are safe to go
-            if time.time() - path.stat().st_mtime > 60 or path.name.endswith(".partial"):
-                shutil.rmtree(path, ignore_errors=True)
 
     # -- running --------------------------------------------------------------------------
     def _pick_run_base(self, needed: int) -> Path:
         if self._run_base is not None:
-            return _make_dir(self._run_base)
+            return make_dir(self._run_base)
         if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
             free = shutil.disk_usage(TMPFS).free
             if free > needed * 2 + 256 * 2**20:
                 return TMPFS
-        return _make_dir(self.cache_dir / "tmp")
+        base = make_dir(self.cache_dir / "tmp")
+        # As root the server runs as another account, which cannot enter a cache dir
+        # under /root (mode 700); Docker's 64 MiB /dev/shm sends every run here.
+        if _reachable(base, self.account):
+            return base
+        return Path(tempfile.gettempdir())
 
     def _as_account(self) -> dict[str, Any]:
         if not self.account.switched:
             return {}
         return {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
 
-    def start(self, timeout: float = 30.0) -> PostgresServer:
-        """Copy the cached cluster, start ``postgres`` and wait until it answers."""
+    def start(self, timeout: float = 30.0, *, detached: bool = False,
+              owner_pid: int | None = None) -> PostgresServer:
+        """Copy the cached cluster, start ``postgres`` and wait until it answers.
+
+        ``owner_pid`` names the process the registry records as the server's owner
+        (default: this one); the reaper stops the server once that process is gone.
+        A ``detached`` server outlives every process (``dbtest up --detach``): see
+        :meth:`detach`. Until it answers, it is watched like any other, so a start
+        that fails or is killed half-way leaves nothing behind.
+        """
+        self._owner = owner_pid or os.getpid()
+        # Fail on a cache dir that cannot be written before anything else touches it.
+        make_dir(self.registry)
         lifetime.reap(self.registry)
+        if self.port:
+            _check_port_free(self.port)  # before copying anything or spawning postgres
         source, _ = self.ensure_cached()
         self.generation = source
         base = self._pick_run_base(_tree_size(source))
         self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=base))
-        (self.run_dir / lifetime.OWNED_MARK).touch()
+        lifetime.mark_owned(self.run_dir, self._owner)
         data, sockets = self.run_dir / "data", self.run_dir / "socket"
         try:
             if not self._take_spare(source, base, data):
@@ -186,16 +215,75 @@ class LocalCluster:
             sockets.mkdir(mode=0o700)
             chown_tree(self.run_dir, self.account)
             server = self._spawn(data, sockets, timeout)
+            if detached:
+                self.detach()
+            elif self._owner != os.getpid():
+                # another process (an xdist controller) owns it: watch that one instead
+                lifetime.start_owner_watchdog(self._owner, self._proc.pid,  # type: ignore[union-attr]
+                                              str(self.run_dir), self._entry)  # type: ignore[arg-type]
+                self._release_watchdog()
         except BaseException:
             self.stop()
             raise
         self._prepare_spare(source, base)
         return server
 
+    def detach(self) -> None:
+        """Let the running server outlive this process (``dbtest up --detach``).
+
+        The watchdog is released and the registry entry re-written with the postmaster
+        as its own owner, so the reaper keeps the server while it runs and deletes its
+        folder once it has stopped. :meth:`stop` still works from this process; from
+        another, use :func:`lifetime.retire` on the entry.
+        """
+        if self._proc is None or self.run_dir is None or self._entry is None:
+            raise ProvisionError("detach() needs a running server: call start() first")
+        pid = self._proc.pid
+        reg = lifetime.Registration(pid, pid, str(self.run_dir), time.time())
+        entry = reg.write(self.registry)  # the new entry first: never a moment with none
+        lifetime.mark_owned(self.run_dir, pid)
+        self._release_watchdog()
+        if entry != self._entry:
+            self._entry.unlink(missing_ok=True)
+        self._entry = entry
+
+    def release_ownership(self) -> None:
+        """Forget the running server without stopping it: its owner (see ``owner_pid``)
+        stops it, through :meth:`adopt`, or the owner watchdog does when the owner dies."""
+        if self._proc is not None:
+            # the postmaster is our child; it goes on after we exit (init adopts it), so
+            # there is nothing to wait for and Popen must not warn that it still runs
+            self._proc.returncode = 0
+            self._proc = None
+        self._release_watchdog()
+        self._entry = None
+        self.run_dir = None
+
+    @classmethod
+    def adopt(cls, cache_dir: Path, cluster_dir: Path, run_dir: Path, pid: int) -> LocalCluster:
+        """A handle on a server another process started (to stop and persist it)."""
+        self = cls.__new__(cls)
+        self.cache_dir, self.cluster_dir, self.run_dir = cache_dir, cluster_dir, run_dir
+        self.backend, self.port, self._run_base = "local", None, None
+        self.account = server_account()
+        self._proc = self._watchdog = None
+        self._owner, self.generation = os.getpid(), None
+        found = sorted(self.registry.glob(f"{pid}-*.json"))
+        self._entry = found[0] if found else None
+        self._adopted_pid = pid
+        return self
+
+    @property
+    def entry(self) -> Path | None:
+        """This server's registry entry, while it runs."""
+        return self._entry
+
     # A spare is a copy of the cached cluster made in the background after a start, so
     # the next start renames it into place instead of copying ~1,000 files (~50-150 ms).
     def _spare_dir(self, base: Path) -> Path:
-        return base / f"dbtest-spares-{self.account.uid}" / self.cluster_dir.name
+        # keyed by the cluster's name only: a cache dir that is gone (a test's own) then
+        # leaves at most one spare behind, which the next start replaces
+        return base / f"{SPARES_PREFIX}{self.account.uid}" / self.cluster_dir.name
 
     def _take_spare(self, source: Path, base: Path, data: Path) -> bool:
         folder = self._spare_dir(base)
@@ -221,11 +309,9 @@ class LocalCluster:
         except OSError:
             return
         stem = folder / f"{source.name}.{os.getpid()}"
-        # a detached cp: it finishes even when this process exits right after the run
-        subprocess.Popen(["sh", "-c", 'cp -a "$0" "$1" && mv "$1" "$2"', str(source),
-                          f"{stem}.partial", f"{stem}.ready"], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+        # in the background: it finishes even when this process exits right after the run
+        lifetime.run_in_background(["sh", "-c", 'cp -a "$0" "$1" && mv "$1" "$2"', str(source),
+                                    f"{stem}.partial", f"{stem}.ready"])
 
     def _spawn(self, data: Path, sockets: Path, timeout: float) -> PostgresServer:
         password = None
@@ -240,12 +326,13 @@ class LocalCluster:
         args = [str(self.binaries.tool("postgres")), "-D", str(data)]
         for key, value in settings.items():
             args += ["-c", f"{key}={value}"]
-        log = (self.run_dir / "postgres.log").open("wb")  # type: ignore[operator]
+        log_path = data.parent / "postgres.log"  # data lives in the run folder
+        log = log_path.open("wb")
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
                                       **self._as_account())
         log.close()
-        reg = lifetime.Registration(os.getpid(), self._proc.pid, str(self.run_dir), time.time())
+        reg = lifetime.Registration(self._owner, self._proc.pid, str(data.parent), time.time())
         self._entry = reg.write(self.registry)
         self._watchdog = lifetime.start_watchdog(reg, self._entry)
         params = ConnectionParams(host=str(sockets), port=int(settings["port"]), user="postgres")
@@ -255,7 +342,7 @@ class LocalCluster:
             params = ConnectionParams("127.0.0.1", int(settings["port"]), "postgres", password)
         return PostgresServer(params, version, self.backend, version_num, details={
             "data_dir": str(data), "run_as": self.account.name, "bindir":
-            str(self.binaries.bindir), "log": str(self.run_dir / "postgres.log"),
+            str(self.binaries.bindir), "log": str(log_path),
             "pid": self._proc.pid, "socket_dir": str(sockets)})
 
     def _wait_ready(self, data: Path, params: ConnectionParams,
@@ -308,17 +395,21 @@ class LocalCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=1)
             self._proc = None
-        if self._watchdog is not None:
-            with contextlib.suppress(OSError):
-                assert self._watchdog.stdin is not None
-                self._watchdog.stdin.write(b"done")
-                self._watchdog.stdin.close()
-            self._watchdog = None
+        adopted = getattr(self, "_adopted_pid", None)
+        if adopted is not None:
+            lifetime.stop_postmaster(adopted, str(self.run_dir), fast=keep_data)
+            self._adopted_pid = None
+        self._release_watchdog()
         if self._entry is not None:
             self._entry.unlink(missing_ok=True)
             self._entry = None
         if not keep_data:
             self.discard()
+
+    def _release_watchdog(self) -> None:
+        if self._watchdog is not None:
+            lifetime.release_watchdog(self._watchdog)
+            self._watchdog = None
 
     def discard(self) -> None:
         """Remove the run folder (after :meth:`stop`)."""
@@ -334,7 +425,8 @@ def _pidfile_ready(pidfile: Path) -> bool:
         return False
 
 
-def _make_dir(path: Path) -> Path:
+def make_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) unless it exists; ProvisionError if not writable."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -344,6 +436,49 @@ def _make_dir(path: Path) -> Path:
         raise ProvisionError(f"{path} is not writable. Set cache_dir (DBTEST_CACHE_DIR) to a "
                              f"writable folder.")
     return path
+
+
+def _reachable(path: Path, account: Account) -> bool:
+    """Whether ``account`` may enter ``path`` (search permission on it and every parent)."""
+    if not account.switched:
+        return True
+    for folder in (path, *path.parents):
+        try:
+            st = folder.stat()
+        except OSError:
+            return False
+        if st.st_uid == account.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == account.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def run_bases(cache_dir: Path) -> list[Path]:
+    """Every folder a :class:`LocalCluster` may create run folders in (for ``dbtest clean``)."""
+    return [TMPFS, cache_dir / "tmp", Path(tempfile.gettempdir())]
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as postgres does: a connection left in TIME_WAIT does not block the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except PermissionError:
+            raise ProvisionError(f"port {port} on 127.0.0.1 needs privileges this process "
+                                 f"lacks. Fix: use a port above 1023 (--port, DBTEST_PORT or "
+                                 f"port=...), or port=0 for a free one.") from None
+        except OSError as exc:
+            raise ProvisionError(
+                f"port {port} on 127.0.0.1 is already in use ({exc.strerror}): another server "
+                f"listens there. Fix: pick another port (--port, DBTEST_PORT or port=...), use "
+                f"port=0 for a free one, or stop what listens on {port} "
+                f"(ss -ltnp 'sport = :{port}' names it).") from None
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -371,3 +506,94 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- leftovers, for ``dbtest clean`` ------------------------------------------------------
+def cluster_dirs(cache_dir: Path) -> list[Path]:
+    """The cached clusters in ``cache_dir`` (one per binaries and settings)."""
+    folder = cache_dir / "clusters"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _CLUSTER_NAME.fullmatch(p.name) and p.is_dir())
+
+
+def stale_generations(cluster_dir: Path, keep: int = 1) -> list[Path]:
+    """Generations of a cached cluster that may go: all but ``current`` and the ``keep``
+    newest, once replaced more than :data:`GENERATION_GRACE_S` ago (a run that started
+    just before may still copy one), and half-written ones abandoned that long ago."""
+    try:
+        current = os.readlink(cluster_dir / "current")
+    except OSError:
+        current = None
+    now, grace = time.time_ns(), int(GENERATION_GRACE_S * 1e9)
+    done: list[tuple[int, Path]] = []
+    stale: list[Path] = []
+    for path in cluster_dir.iterdir():
+        match = _GENERATION_NAME.fullmatch(path.name)
+        if not (match and path.is_dir()):
+            continue
+        made = int(match.group(1))
+        if not match.group(2):
+            done.append((made, path))
+        elif now - made > grace:
+            stale.append(path)  # its writer died
+    done.sort()
+    kept = {path.name for _, path in done[-keep:]} | {current}
+    # each generation was replaced when the next newer one was made
+    for (_, path), (replaced, _) in itertools.pairwise(done):
+        if path.name not in kept and now - replaced > grace:
+            stale.append(path)
+    return sorted(stale)
+
+
+def remove_generation(path: Path) -> None:
+    """Delete a cached generation and its remembered size."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.with_name(path.name + ".size").unlink(missing_ok=True)
+
+
+def spare_dirs(cache_dir: Path) -> list[Path]:
+    """Folders of spare cluster copies (root sees every account's; others their own)."""
+    uid = os.geteuid()
+    found = []
+    for base in _existing(run_bases(cache_dir)):
+        for folder in sorted(base.glob(SPARES_PREFIX + "*")):
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and (uid == 0 or folder.stat().st_uid == uid):
+                    found.append(folder)
+    return found
+
+
+def orphan_run_dirs(cache_dir: Path) -> list[Path]:
+    """Run and initdb folders that carry dbtest's mark and that no live process uses."""
+    found = []
+    for base in _existing(run_bases(cache_dir)):
+        for folder in sorted(base.glob("dbtest-*")):
+            if not _RUN_DIR_NAME.fullmatch(folder.name):
+                continue
+            with contextlib.suppress(OSError):
+                if (folder / lifetime.OWNED_MARK).is_file() and not lifetime.in_use(folder):
+                    found.append(folder)
+    return found
+
+
+def trash_dirs(cache_dir: Path) -> list[Path]:
+    """Run folders renamed ``*.trash`` whose background ``rm -rf`` did not finish.
+
+    (One being deleted right now may be listed; deleting it twice does no harm.)
+    """
+    return [folder for base in _existing(run_bases(cache_dir))
+            for folder in sorted(base.glob("dbtest-*.trash"))
+            if _RUN_DIR_NAME.fullmatch(folder.name.removesuffix(".trash")) and folder.is_dir()]
+
+
+def _existing(folders: list[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    out = []
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            key = folder.resolve()
+            if key not in seen and folder.is_dir():
+                seen.add(key)
+                out.append(folder)
+    return out

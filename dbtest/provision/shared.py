@@ -20,7 +20,8 @@ from filelock import FileLock
 from dbtest.provision import lifetime
 from dbtest.provision.server import ConnectionParams, PostgresServer
 
-__all__ = ["join_or_start", "mark_template_built", "stop_shared"]
+__all__ = ["join_or_start", "mark_template_built", "read_records", "stop_shared",
+           "write_records"]
 
 
 def _state(cache_dir: Path, run: str) -> Path:
@@ -84,6 +85,26 @@ def stop_shared(cache_dir: Path, run: str) -> bool:
     for path in (state, built, state.with_suffix(".lock")):
         path.unlink(missing_ok=True)
     return True
+
+
+def write_records(cache_dir: Path, run: str, records: list[dict[str, Any]]) -> None:
+    """Append a worker's template records, for the controller's summary."""
+    path = _state(cache_dir, run).with_suffix(".templates")
+    with path.open("a") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+
+
+def read_records(cache_dir: Path, run: str) -> list[dict[str, Any]]:
+    """Every worker's template records (and forget them)."""
+    path = _state(cache_dir, run).with_suffix(".templates")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    path.unlink(missing_ok=True)
+    return sorted((json.loads(line) for line in lines if line.strip()),
+                  key=lambda r: (r["name"], not r["built"], r["worker"]))
 
 
 def current_owner() -> int:

