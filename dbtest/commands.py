@@ -205,14 +205,13 @@ def _up_detached(settings: Settings) -> UpResult:
         raise ConfigError(_NO_DOCKER_DETACH)
     from dbtest.provision import Provisioner
 
-    provisioner = Provisioner(settings)
+    # a detached start is watched until the server answers: a crash half-way leaves
+    # nothing behind
+    provisioner = Provisioner(settings, detached=True)
     server = provisioner.start()
     if server.backend == "url":
         return UpResult(server.url, server.dsn, "url", server.version, None, None,
                         detached=False, external=True)
-    # Provisioner has no way to ask for a detached start yet, so the cluster it made
-    # is detached right after its start (it is watched until then: a crash half-way
-    # leaves nothing behind).
     cluster: LocalCluster | None = getattr(provisioner, "_handle", None)
     from dbtest.provision.local import LocalCluster
 
@@ -220,7 +219,6 @@ def _up_detached(settings: Settings) -> UpResult:
         provisioner.stop()
         raise ConfigError(_NO_DOCKER_DETACH)
     try:
-        cluster.detach()
         assert cluster.run_dir is not None and cluster.entry is not None
         state = DetachedServer(server.url, server.dsn, int(server.details["pid"]),
                                str(cluster.run_dir), server.backend, server.version,

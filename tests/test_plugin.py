@@ -275,3 +275,26 @@ def test_xdist_workers_share_one_server_and_build_the_template_once(
     out = result.stdout.str()
     assert out.count(": built, 1 migration step(s) applied by gw") == 1, out
     assert out.count(": reused, 0 migration steps applied by gw") == 1, out
+
+
+def test_a_detached_server_is_used_by_later_runs(project: pytest.Pytester,
+                                                 tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    from dbtest import commands
+    from dbtest.settings import resolve
+
+    cache = tmp_path_factory.mktemp("detached-cache")
+    settings = resolve({"cache_dir": str(cache)}, environ={}, pyproject=None)
+    up = commands.up(settings, detach=True)
+    try:
+        project.makepyfile(test_one='''
+            def test_one(dbtest_server, db):
+                assert dbtest_server.backend == "url"
+        ''')
+        project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(cache))  # noqa: SLF001
+        result = run(project)
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["*server: PostgreSQL * (url)*"])
+        assert up.url
+    finally:
+        commands.down(settings)

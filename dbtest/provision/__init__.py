@@ -28,6 +28,8 @@ class Provisioner:
     settings: Settings
     #: another process that owns the server (an xdist controller); default: this one
     owner_pid: int | None = None
+    #: leave the server running after this process (``dbtest up --detach``)
+    detached: bool = False
     server: PostgresServer | None = None
     _handle: Any = None
 
@@ -62,7 +64,7 @@ class Provisioner:
                 binaries = find_embedded_binaries()
             cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port)
             self._handle = cluster
-            self.server = cluster.start(owner_pid=self.owner_pid)
+            self.server = cluster.start(owner_pid=self.owner_pid, detached=self.detached)
         elif backend == "docker":
             from dbtest.provision.docker import DockerPostgres
 
@@ -74,6 +76,12 @@ class Provisioner:
 
     def _start_auto(self) -> PostgresServer:
         if self.settings.url:
+            return self._start("url")
+        from dbtest.commands import detached_server_url
+
+        detached = detached_server_url(self.settings.cache_dir)
+        if detached:  # `dbtest up --detach` left one running: connect in milliseconds
+            self.settings = self.settings.replace(url=detached, backend="url")
             return self._start("url")
         tried = []
         for backend, fix in (

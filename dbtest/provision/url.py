@@ -41,7 +41,8 @@ def connect_url(url: str) -> PostgresServer:
             row = conn.execute("SELECT current_setting('server_version'), rolcreatedb OR "
                                "rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = " ".join(lines).rstrip("?.") if lines else type(exc).__name__
         hint = ("check the password" if "password" in reason else
                 "check that the server runs and the host/port are right")
         raise ProvisionError(f"cannot connect to DBTEST_URL/url {mask_url(url)}: {reason}. "
