@@ -29,6 +29,17 @@ _EXPORTS: dict[str, str] = {
     "query_state": "dbtest.state",
     "schema_state": "dbtest.state",
     "changes": "dbtest.state",
+    # database snapshots and migration checks
+    "save_snapshot": "dbtest.snapshots",
+    "restore_snapshot": "dbtest.snapshots",
+    "list_snapshots": "dbtest.snapshots",
+    "drop_snapshot": "dbtest.snapshots",
+    "check_migrations": "dbtest.migrations_check",
+    "assert_migrations": "dbtest.migrations_check",
+    # concurrency
+    "Scenario": "dbtest.concurrency",
+    "run_concurrently": "dbtest.concurrency",
+    "check_anomalies": "dbtest.concurrency",
     # assertions
     "assert_row_count": "dbtest.assertions",
     "assert_rows": "dbtest.assertions",

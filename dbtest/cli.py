@@ -65,13 +65,21 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
 
 def subcommand(function: Callable[..., Any],
                add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments,
-               ) -> Callable[[Runner], Runner]:
-    """Register the decorated runner as ``dbtest <function name>``."""
+               name: str | None = None) -> Callable[[Runner], Runner]:
+    """Register the decorated runner as ``dbtest <name>`` (default: the function's name)."""
     def register(run: Runner) -> Runner:
-        SUBCOMMANDS[function.__name__] = Subcommand(function.__name__, function,
-                                                    add_arguments, run)
+        key = name or function.__name__
+        SUBCOMMANDS[key] = Subcommand(key, function, add_arguments, run)
         return run
     return register
+
+
+def _lazy(module: str, attr: str) -> Callable[..., Any]:
+    """A command function from a module imported only when the subcommand runs (its
+    docstring is read for the help, which imports the module: they are light)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
 # -- output -----------------------------------------------------------------------------
@@ -211,6 +219,59 @@ def _run_clean(settings: Settings, args: argparse.Namespace) -> int:
     freed = sum(i.size for i in report.items if report.dry_run or i.removed)
     _say(f"{verb} {_size(freed)} in {len(report.items) - failed} item(s)")
     return 1 if failed else 0
+
+
+# -- snapshot ---------------------------------------------------------------------------
+_SNAPSHOT_ARGS = {"list": (), "save": ("NAME",), "restore": ("NAME",), "drop": ("NAME",),
+                  "export": ("NAME", "FILE"), "import": ("FILE", "NAME")}
+
+
+def _add_snapshot(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=list(_SNAPSHOT_ARGS),
+                        help="list | save NAME | restore NAME | drop NAME | "
+                             "export NAME FILE | import FILE NAME")
+    parser.add_argument("args", nargs="*", metavar="NAME|FILE")
+    parser.add_argument("--db", help="database to save from / restore into "
+                                     "(default: the URL's database / the snapshot's source)")
+    parser.add_argument("--force", action="store_true",
+                        help="terminate sessions connected to the database")
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite a snapshot of the same name")
+
+
+@subcommand(_lazy("dbtest.snapshots", "snapshot_command"), _add_snapshot, name="snapshot")
+def _run_snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    from dbtest.errors import ConfigError
+    from dbtest.snapshots import snapshot_command
+
+    wanted = _SNAPSHOT_ARGS[args.action]
+    if len(args.args) != len(wanted):
+        raise ConfigError(f"dbtest snapshot {args.action} takes {' '.join(wanted) or 'nothing'}"
+                          f", got {' '.join(args.args) or 'nothing'}")
+    given = dict(zip(wanted, args.args, strict=True))
+    _say(snapshot_command(settings, args.action, name=given.get("NAME"), url=None,
+                          db=args.db, force=args.force, path=given.get("FILE"),
+                          replace=args.replace))
+    return 0
+
+
+# -- migrations -------------------------------------------------------------------------
+def _add_migrations(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["check"],
+                        help="check: single head, upgrade, stairway, model drift")
+    parser.add_argument("ini", nargs="?", help="alembic.ini (default: the schema setting)")
+    parser.add_argument("--models", metavar="MODULE:ATTR",
+                        help="MetaData or declarative Base to compare with (model drift)")
+
+
+@subcommand(_lazy("dbtest.migrations_check", "migrations_check_command"), _add_migrations,
+            name="migrations")
+def _run_migrations(settings: Settings, args: argparse.Namespace) -> int:
+    from dbtest.migrations_check import migrations_check_command
+
+    report = migrations_check_command(settings, ini=args.ini, url=None, models=args.models)
+    _say(str(report))
+    return 0 if report.ok else 1
 
 
 # -- the parser -------------------------------------------------------------------------

@@ -492,14 +492,15 @@ class CleanReport:
         return sum(item.size for item in self.items)
 
 
-def clean(settings: Settings, dry_run: bool = False) -> CleanReport:
+def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> CleanReport:
     """Remove what dbtest left behind; only what it made and marked.
 
     That is: cluster generations in the cache older than the ``current`` one, spare
     copies of cached clusters, run folders (marked ``.dbtest-owned``) whose owner and
     server are gone, half-deleted ``*.trash`` folders, and the record of a detached
-    server that has stopped. Servers in use and anything without dbtest's mark are left
-    alone. ``dry_run`` lists without removing.
+    server that has stopped; with ``databases``, also stale databases (see
+    :func:`clean_templates`). Servers in use and anything without dbtest's mark are
+    left alone. ``dry_run`` lists without removing.
     """
     from dbtest.provision import local
 
@@ -523,7 +524,15 @@ def clean(settings: Settings, dry_run: bool = False) -> CleanReport:
     state = detached_server(cache)
     if state is not None and not state.running():
         found.append(("record of a stopped detached server", _state_path(cache), None))
+    found += [("record of a finished xdist run", p, None)
+              for p in sorted((cache / "shared").glob("*.json"))
+              if not _shared_server_running(p)]
     items = []
+    if databases:
+        from dbtest.errors import PostgresNotFound
+
+        with contextlib.suppress(PostgresNotFound):  # no server, so no databases to clean
+            items += clean_templates(settings, dry_run)
     for kind, path, remove in found:
         size = _disk_size(path)
         if dry_run:
@@ -535,12 +544,54 @@ def clean(settings: Settings, dry_run: bool = False) -> CleanReport:
 
 
 def clean_templates(settings: Settings, dry_run: bool = False) -> list[CleanItem]:
-    """Stale template databases on the configured server (hook for ``dbtest.templates``).
+    """Stale databases dbtest made: on the configured server (``url`` or a detached
+    one) or inside the cached local cluster, whose templates live on with it.
 
-    Not written yet, so :func:`clean` does not call it: template databases live on a
-    server, and only the templates module knows which of its names are stale.
+    Stale means: worker and fresh databases of dead test processes, and templates
+    unused for a week beyond the five most recently used (see :mod:`dbtest.janitor`).
     """
-    raise NotImplementedError("cleaning template databases is not implemented yet")
+    from dbtest.databases import admin_connection
+    from dbtest.janitor import drop_stale, stale_databases
+    from dbtest.provision import Provisioner
+
+    url = settings.url or detached_server_url(settings.cache_dir)
+    if url is None and settings.backend in ("docker",):
+        return []
+    if url is None:
+        from dbtest.provision.binaries import find_binaries
+        from dbtest.provision.local import LocalCluster
+
+        if settings.backend in ("auto", "local") and LocalCluster(
+                find_binaries(settings.pg_bin), settings.cache_dir).current_generation() is None:
+            return []  # no cached cluster, so no databases in it: start nothing
+    run = settings.replace(url=url, backend="url") if url else settings.replace(
+        backend="local" if settings.backend == "auto" else settings.backend)
+    provisioner = Provisioner(run)
+    server = provisioner.start()
+    where = "server" if url else "cached cluster"
+    try:
+        with admin_connection(server.dsn) as admin:
+            stale = stale_databases(admin)
+            failed = {} if dry_run else dict(
+                f.split(": ", 1) for f in drop_stale(admin, stale))
+        handle = provisioner._handle
+        if stale and not dry_run and hasattr(handle, "persist"):
+            handle.stop(keep_data=True)
+            handle.persist()
+            handle.discard()
+            provisioner._handle = None
+    finally:
+        provisioner.stop()
+    return [CleanItem(f"{s.reason} ({where})", Path(s.name), s.size_bytes,
+                      removed=not dry_run and s.name not in failed,
+                      error=failed.get(s.name)) for s in stale]
+
+
+def _shared_server_running(state: Path) -> bool:
+    try:
+        return lifetime.pid_alive(int(json.loads(state.read_text())["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _remove(path: Path, remove: Callable[[], None] | None) -> str | None:

@@ -141,6 +141,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     return report
 
 
+@pytest.hookimpl(wrapper=True)  # a wrapper: syrupy's own hook would otherwise answer first
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
+                              right: object) -> Any:
+    others = yield  # every implementation's explanation; pytest shows the first non-empty
+    if not any(type(x).__module__.startswith("dbtest.state") for x in (left, right)):
+        return others
+    from dbtest.state import assertrepr_compare
+
+    ours = assertrepr_compare(op, left, right)
+    return [ours, *others] if ours else others
+
+
 def _template_line(record: dict[str, Any]) -> str:
     what = (f"built, {record['steps']} migration step(s) applied" if record["built"]
             else "reused, 0 migration steps applied")

@@ -111,11 +111,13 @@ class TemplateCache:
         if mark.get("state") == "ready" and source is not None:
             problem = self._verify(name, source)
             if problem is None:
+                _touch(admin, name, mark)
                 return True
             # never use a wrong template: rebuild it
             drop_database(admin, name)
             return False
         if mark.get("state") == "ready":
+            _touch(admin, name, mark)
             return True
         drop_database(admin, name)  # a half-built one from a crashed run
         return False
@@ -173,7 +175,7 @@ class TemplateCache:
 
         mark_database(admin, name, purpose="template", mark={
             "state": "ready", "schema": key.schema, "seeds": list(key.seeds),
-            "steps": steps})
+            "steps": steps, "used": time.time()})
         return steps
 
     def clone(self, template: str, name: str, purpose: str) -> str:
@@ -182,6 +184,15 @@ class TemplateCache:
             create_database(admin, name, purpose=purpose, template=template,
                             strategy=_strategy(self.server))
         return name
+
+
+def _touch(admin: Any, name: str, mark: dict[str, Any]) -> None:
+    """Record when a template was last used (``dbtest clean`` drops long-unused ones)."""
+    from dbtest.databases import mark_database
+
+    if time.time() - float(mark.get("used", 0)) > 3600:  # one write an hour is plenty
+        extra = {k: v for k, v in mark.items() if k not in ("purpose", "owner", "pid")}
+        mark_database(admin, name, purpose="template", mark={**extra, "used": time.time()})
 
 
 def drop_database_if_marked(admin: Any, name: str) -> None:

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from dbtest.provision.server import PostgresServer
     from dbtest.settings import Settings
 
-__all__ = ["FreshDatabase", "WorkerDatabase", "Workspace"]
+__all__ = ["CACHED_TEMPLATES", "FreshDatabase", "WorkerDatabase", "Workspace"]
+
+#: templates kept in a local cluster's cache between runs
+CACHED_TEMPLATES = 3
 
 
 @dataclass
@@ -138,7 +141,17 @@ class Workspace:
 
                     self._provisioner = Provisioner(self.settings)
                     self._server = self._provisioner.start()
+                    if self._server.backend in ("url", "docker"):
+                        self._reap_databases()
             return self._server
+
+    def _reap_databases(self) -> None:
+        """Drop worker and fresh databases that crashed runs left on a shared server."""
+        from dbtest.janitor import drop_stale, stale_databases
+
+        assert self._server is not None
+        with contextlib.suppress(Exception), admin_connection(self._server.dsn) as admin:
+            drop_stale(admin, stale_databases(admin, templates=False))
 
     @property
     def templates(self) -> TemplateCache:
@@ -258,6 +271,14 @@ class Workspace:
             handle = self._provisioner._handle
             keep = bool(self.templates_built) and hasattr(handle, "persist")
             if keep:
+                # the cached cluster is copied at every start (each database adds ~7 MB):
+                # keep only the most recently used templates in it
+                from dbtest.janitor import drop_stale, stale_databases
+
+                with contextlib.suppress(Exception), \
+                        admin_connection(self._server.dsn) as admin:
+                    drop_stale(admin, stale_databases(admin, max_age_days=0,
+                                                      keep=CACHED_TEMPLATES))
                 handle.stop(keep_data=True)
                 with contextlib.suppress(Exception):
                     handle.persist()

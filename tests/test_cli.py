@@ -318,11 +318,33 @@ def test_clean_removes_only_what_dbtest_marked(
     assert "nothing to clean" in capsys.readouterr().out
 
 
-def test_clean_templates_is_an_honest_placeholder(workdir: Path) -> None:
+def test_clean_drops_stale_databases_of_the_cached_cluster(cache: Path) -> None:
+    import dbtest
+    from dbtest.databases import admin_connection, create_database
+    from dbtest.provision import Provisioner
     from dbtest.settings import resolve
 
-    with pytest.raises(NotImplementedError):
-        commands.clean_templates(resolve({"cache_dir": workdir}))
+    settings = resolve({"cache_dir": cache, "backend": "local"}, environ={}, pyproject=None)
+    # a run that built a template keeps its cluster: with it, what a crash left behind
+    provisioner = Provisioner(settings)
+    server = provisioner.start()
+    with admin_connection(server.dsn) as admin:
+        create_database(admin, "dbtest_w_dead", purpose="worker", mark={"pid": 2**22 + 7})
+        create_database(admin, "dbtest_snap_keep", purpose="snapshot")
+        admin.execute('CREATE DATABASE "not_dbtests"')
+    cluster = provisioner._handle
+    cluster.stop(keep_data=True)
+    cluster.persist()
+    cluster.discard()
+    listed = commands.clean_templates(settings, dry_run=True)
+    assert [i.path.name for i in listed] == ["dbtest_w_dead"]
+    removed = commands.clean_templates(settings)
+    assert [(i.path.name, i.removed) for i in removed] == [("dbtest_w_dead", True)]
+    with dbtest.ephemeral_postgres(settings=settings) as again, \
+            admin_connection(again.dsn) as admin:
+        names = {r[0] for r in admin.execute("SELECT datname FROM pg_database").fetchall()}
+    assert "dbtest_w_dead" not in names
+    assert {"dbtest_snap_keep", "not_dbtests"} <= names  # user data is never cleaned
 
 
 @pytest.fixture(autouse=True)

