@@ -229,7 +229,7 @@ def faker(request: pytest.FixtureRequest) -> Faker:
     try:
         import factory.random
 
-        factory.random.reseed_random(seed)
+        factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
     except ImportError:  # pragma: no cover
         pass
     return fake
@@ -246,7 +246,7 @@ test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytes
 
 if _async_fixture is not None:
 
-    @_async_fixture
+    @_async_fixture  # type: ignore[untyped-decorator]
     async def async_db_connection(request: pytest.FixtureRequest,
                                   _dbtest_workspace: Workspace,
                                   _dbtest_key: TemplateKey) -> AsyncIterator[AsyncConnection]:
@@ -274,7 +274,7 @@ if _async_fixture is not None:
             await conn.close()
         _check_leaks_sync(request, _dbtest_workspace, _dbtest_key)
 
-    @_async_fixture
+    @_async_fixture  # type: ignore[untyped-decorator]
     async def async_db(request: pytest.FixtureRequest, async_db_connection: AsyncConnection
                        ) -> AsyncIterator[AsyncSession]:
         """An ``AsyncSession`` whose changes are all rolled back after the test; the code

@@ -114,7 +114,7 @@ class MetadataSource:
         from sqlalchemy.dialects import postgresql
         from sqlalchemy.schema import CreateIndex, CreateTable
 
-        dialect = postgresql.dialect()
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         ddl = []
         for table in self.metadata.sorted_tables:
             ddl.append(str(CreateTable(table).compile(dialect=dialect)))
@@ -292,10 +292,10 @@ def load_schema(spec: str | None, root: Path) -> SchemaSource | None:
     if parsed.kind == "alembic":
         return AlembicSource(spec, parsed.parts[0], root)
     if parsed.kind == "metadata":
-        return MetadataSource(spec, *parsed.parts, root)
+        return MetadataSource(spec, parsed.parts[0], parsed.parts[1], root)
     if parsed.kind == "sql":
         return SqlSource(spec, parsed.parts[0], root)
-    return CallableSource(spec, *parsed.parts, root)
+    return CallableSource(spec, parsed.parts[0], parsed.parts[1], root)
 
 
 def metadata_of(value: Any) -> MetaData:

@@ -113,7 +113,7 @@ def resolve(
     *,
     environ: Mapping[str, str] | None = None,
     read_env: bool = True,
-    pyproject: Path | None | Literal["find"] = "find",
+    pyproject: Path | Literal["find"] | None = "find",
     root: Path | None = None,
 ) -> Settings:
     """Resolve settings from every source, highest precedence first.

@@ -66,6 +66,9 @@ _RUN_DIR_NAME = re.compile(r"dbtest-(?:initdb-)?[a-z0-9_]{8}")  # tempfile.mkdte
 class LocalCluster:
     """Starts and stops one PostgreSQL server from ``binaries``, cached in ``cache_dir``."""
 
+    #: a server this object did not start but may stop (see :meth:`adopt`)
+    _adopted_pid: int | None = None
+
     def __init__(self, binaries: PgBinaries, cache_dir: Path, *, backend: str = "local",
                  port: int | None = None, run_base: Path | None = None) -> None:
         self.binaries = binaries
@@ -396,7 +399,7 @@ class LocalCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=1)
             self._proc = None
-        adopted = getattr(self, "_adopted_pid", None)
+        adopted: int | None = getattr(self, "_adopted_pid", None)
         if adopted is not None:
             lifetime.stop_postmaster(adopted, str(self.run_dir), fast=keep_data)
             self._adopted_pid = None
