@@ -51,6 +51,11 @@ _EXPORTS: dict[str, str] = {
     "assert_max_queries": "dbtest.assertions",
     "assert_num_queries": "dbtest.assertions",
     "assert_constant_queries": "dbtest.assertions",
+    "Inserted": "dbtest.assertions",
+    "Updated": "dbtest.assertions",
+    "Deleted": "dbtest.assertions",
+    "TableChanges": "dbtest.assertions",
+    "FkAuditFinding": "dbtest.assertions",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

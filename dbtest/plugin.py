@@ -145,11 +145,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
                               right: object) -> Any:
     others = yield  # every implementation's explanation; pytest shows the first non-empty
-    if not any(type(x).__module__.startswith("dbtest.state") for x in (left, right)):
-        return others
-    from dbtest.state import assertrepr_compare
+    modules = {type(x).__module__ for x in (left, right)}
+    ours = None
+    if any(m.startswith("dbtest.state") for m in modules):
+        from dbtest.state import assertrepr_compare
 
-    ours = assertrepr_compare(op, left, right)
+        ours = assertrepr_compare(op, left, right)
+    elif any(m.startswith("dbtest.assertions") for m in modules):
+        from dbtest.assertions import assertrepr_compare as changes_compare
+
+        ours = changes_compare(op, left, right)
     return [ours, *others] if ours else others
 
 

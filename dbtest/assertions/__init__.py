@@ -1,0 +1,78 @@
+"""Database assertions: rows, cascades, change counts, aggregates and query counts.
+
+Every helper raises :class:`~dbtest.errors.DbAssertionError` (an ``AssertionError`` and a
+``DbtestError``) whose message shows expected against actual as a table with the differing
+cells marked ``*like this*``, and hides its own frames from pytest's traceback. Bad input
+(an unknown table or column, a query that is not an aggregate, an object that is not
+persistent, ...) raises :class:`~dbtest.errors.ConfigError` naming the culprit.
+
+The first argument is the database handle: a ``Session`` or ``Connection`` (``db``,
+``db_connection``), for read-only helpers also an ``Engine``. With an ``AsyncSession``,
+``AsyncConnection`` or ``AsyncEngine`` the same functions return an awaitable
+(``await dbtest.assert_rows(async_db, ...)``) and the context managers are used with
+``async with``.
+
+==========================  ==============================================================
+module                      helpers
+==========================  ==============================================================
+:mod:`.rows`                :func:`assert_row_count`, :func:`assert_rows`
+:mod:`.cascade`             :func:`assert_cascade`
+:mod:`.audit`               :func:`audit_foreign_keys`
+:mod:`.changes`             :func:`track_changes`, :class:`Inserted` / :class:`Updated` /
+                            :class:`Deleted`
+:mod:`.aggregate`           :func:`assert_aggregate`
+:mod:`.queries`             :func:`count_queries`, :func:`assert_max_queries`,
+                            :func:`assert_num_queries`, :func:`assert_constant_queries`
+==========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from dbtest.assertions.aggregate import AggregateReport, assert_aggregate
+from dbtest.assertions.audit import FkAudit, FkAuditFinding, audit_foreign_keys
+from dbtest.assertions.cascade import Blocked, CascadeReport, CascadeResult, assert_cascade
+from dbtest.assertions.changes import (
+    ChangeSet,
+    Deleted,
+    Inserted,
+    TableChanges,
+    Updated,
+    assertrepr_compare,
+    track_changes,
+)
+from dbtest.assertions.queries import (
+    CapturedQuery,
+    QueryCounter,
+    assert_constant_queries,
+    assert_max_queries,
+    assert_num_queries,
+    count_queries,
+)
+from dbtest.assertions.rows import assert_row_count, assert_rows
+
+__all__ = [
+    "AggregateReport",
+    "Blocked",
+    "CapturedQuery",
+    "CascadeReport",
+    "CascadeResult",
+    "ChangeSet",
+    "Deleted",
+    "FkAudit",
+    "FkAuditFinding",
+    "Inserted",
+    "QueryCounter",
+    "TableChanges",
+    "Updated",
+    "assert_aggregate",
+    "assert_cascade",
+    "assert_constant_queries",
+    "assert_max_queries",
+    "assert_num_queries",
+    "assert_row_count",
+    "assert_rows",
+    "assertrepr_compare",
+    "audit_foreign_keys",
+    "count_queries",
+    "track_changes",
+]
