@@ -23,7 +23,14 @@ _EXPORTS: dict[str, str] = {
     # seeds, factories, bulk loading
     "SeedContext": "dbtest.seeding",
     "load_seeds": "dbtest.seeding",
+    "seed_command": "dbtest.seeding",
+    "SeedReport": "dbtest.seeding",
     "bulk_insert": "dbtest.bulk",
+    "abulk_insert": "dbtest.bulk",
+    "acreate": "dbtest.factories",
+    "acreate_batch": "dbtest.factories",
+    "Fake": "dbtest.fakes",
+    "FastFaker": "dbtest.fakes",
     # data snapshots
     "table_state": "dbtest.state",
     "query_state": "dbtest.state",

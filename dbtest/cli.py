@@ -221,6 +221,25 @@ def _run_clean(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# -- seed -------------------------------------------------------------------------------
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="+", metavar="NAME", help="seed sets to load")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same rows)")
+    parser.add_argument("--scale", type=int, default=1, help="multiplier for the sets' rows")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="load, report, then roll back")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line")
+
+
+@subcommand(_lazy("dbtest.seeding", "seed_command"), _add_seed, name="seed")
+def _run_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from dbtest.seeding import seed_command
+
+    seed_command(settings, args.names, url=None, seed=args.seed, scale=args.scale,
+                 dry_run=args.dry_run, progress=not args.no_progress)
+    return 0
+
+
 # -- snapshot ---------------------------------------------------------------------------
 _SNAPSHOT_ARGS = {"list": (), "save": ("NAME",), "restore": ("NAME",), "drop": ("NAME",),
                   "export": ("NAME", "FILE"), "import": ("FILE", "NAME")}

@@ -204,13 +204,14 @@ def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Se
 
 
 def _bind_factories(request: pytest.FixtureRequest, session: Any) -> None:
-    try:
-        from dbtest import factories
-    except ImportError:  # pragma: no cover - factory-boy is a dependency
-        return
-    binder = getattr(factories, "bind_session", None)
-    if binder is not None:
-        request.addfinalizer(binder(session))
+    """Bind factory-boy factories without a session of their own to this test's session,
+    seeded from the test id so their rows do not depend on test order or xdist."""
+    from dbtest import factories
+    from dbtest.plugin import SEED_KEY
+
+    seed = test_seed(request)
+    request.node.stash[SEED_KEY] = seed  # printed when the test fails
+    request.addfinalizer(factories.bind_session(session, seed=seed))
 
 
 @pytest.fixture
@@ -226,12 +227,12 @@ def faker(request: pytest.FixtureRequest) -> Faker:
     request.node.stash[SEED_KEY] = seed
     fake = Faker()
     fake.seed_instance(seed)
-    try:
-        import factory.random
+    import factory.random
 
-        factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
-    except ImportError:  # pragma: no cover
-        pass
+    from dbtest import fakes
+
+    factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
+    fakes.reseed(seed)
     return fake
 
 

@@ -1,0 +1,239 @@
+"""factory-boy bound to the test session (sync and async), the bulk path, dbtest fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import factory
+import pytest
+import sqlalchemy as sa
+from factory.alchemy import SQLAlchemyModelFactory
+from sqlalchemy.orm import Session
+
+from dbtest import factories as dbf
+from dbtest.errors import ConfigError
+from dbtest.fakes import Fake, FastFaker
+from migrations_example import factories as F
+from migrations_example.models import Comment, Order, OrderItem, Post, Profile, User, post_tags
+
+
+def _count(db: Session, what: Any) -> int:
+    return db.scalar(sa.select(sa.func.count()).select_from(what)) or 0
+
+
+@pytest.fixture
+def statements(db_connection: sa.Connection) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(db_connection, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(db_connection, "before_cursor_execute", record)
+
+
+def _slow(factory_cls: Any) -> Callable[..., list[Any]]:
+    """``create_batch`` as factory-boy does it (one create() per row)."""
+    return lambda size, **kw: [factory_cls.create(**kw) for _ in range(size)]
+
+
+# -- binding ------------------------------------------------------------------------------
+def test_factories_are_bound_to_the_test_session(db: Session) -> None:
+    user = F.UserFactory()
+    assert user.id is not None and db.get(User, user.id) is user
+    post = F.PostFactory(tags=[F.TagFactory(), F.TagFactory()])  # SubFactory + post-gen
+    assert post.author.id is not None and len(post.tags) == 2
+
+
+def test_bind_and_unbind_restore_previous_state(db: Session) -> None:
+    mine = Session(bind=db.connection())
+
+    class OwnSession(SQLAlchemyModelFactory):
+        class Meta:
+            model = User
+            sqlalchemy_session = mine  # a session of its own: left alone
+
+    other = Session(bind=db.connection())
+    unbind = dbf.bind_session(other)
+    try:
+        assert F.UserFactory._meta.sqlalchemy_session is other
+
+        class Later(F.UserFactory):  # defined while bound: inherits the binding
+            pass
+
+        assert Later._meta.sqlalchemy_session is other
+        assert OwnSession._meta.sqlalchemy_session is mine
+    finally:
+        unbind()
+        other.close()
+        mine.close()
+    assert F.UserFactory._meta.sqlalchemy_session is db  # the test's binding is back
+    assert Later._meta.sqlalchemy_session is None
+
+
+def test_seeded_binding_is_deterministic(db: Session) -> None:
+    class Person(F.UserFactory):
+        username = factory.Faker("user_name")
+        email = Fake("email", unique=True)
+
+    made = []
+    for _ in range(2):
+        dbf.bind_session(db, seed=42)
+        made.append([(u.username, u.email) for u in Person.build_batch(3)])
+    assert made[0] == made[1]
+    dbf.bind_session(db, seed=43)
+    assert [(u.username, u.email) for u in Person.build_batch(3)] != made[0]
+
+
+# -- the bulk path ----------------------------------------------------------------------
+def test_create_batch_above_threshold_is_bulk(db: Session, statements: list[str]) -> None:
+    F.UserFactory.create_batch(10)  # below the threshold: one INSERT per row
+    slow = sum(s.startswith("INSERT INTO users") for s in statements)
+    assert slow == 10
+    statements.clear()
+    users = F.UserFactory.create_batch(200)
+    assert len(statements) < 12, statements  # nextval + COPY (+ savepoint), not 200 INSERTs
+    assert all(u.id for u in users) and len({u.id for u in users}) == 200
+    assert all(db.get(User, u.id) is u for u in users)  # persistent in the session
+    assert users[0].created_at is not None  # server default, loaded on access
+    assert _count(db, User) == 210
+
+
+ROWS: dict[Any, Callable[[Any], tuple[Any, ...]]] = {
+    F.UserFactory: lambda u: (u.email, u.username, u.password_hash, u.role_id),
+    F.PostFactory: lambda p: (p.title, p.body, p.published, p.author.email),
+    F.ProfileFactory: lambda p: (p.bio, p.avatar_url, p.user.email, p.user.profile is p),
+    F.CommentFactory: lambda c: (c.body, c.post.title, c.post.author.email, c.author.email),
+    F.OrderItemFactory: lambda i: (i.quantity, i.unit_price, i.product.sku,
+                                   i.product.price, i.order.user.email),
+}
+
+
+@pytest.mark.parametrize("factory_cls", list(ROWS), ids=lambda f: f.__name__)
+def test_bulk_path_makes_the_same_rows_as_the_slow_path(db: Session, factory_cls: Any) -> None:
+    made = []
+    for create in (_slow(factory_cls), factory_cls.create_batch):
+        nested = db.begin_nested()
+        dbf.bind_session(db, seed=7)  # same random state and sequences for both paths
+        objs = create(60)
+        db.flush()
+        made.append([ROWS[factory_cls](o) for o in objs])
+        nested.rollback()
+    assert made[0] == made[1]
+    assert len(set(made[1])) == 60
+
+
+def test_bulk_subfactories_many_to_many_and_later_flushes(db: Session) -> None:
+    tags = F.TagFactory.create_batch(3)
+    posts = F.PostFactory.create_batch(55, tags=tags)
+    assert _count(db, Post) == 55 and _count(db, post_tags) == 165
+    assert len(tags[0].posts) == 55  # loads from the database: the links are there
+    assert posts[0].author.posts == [posts[0]]
+    items = F.OrderItemFactory.create_batch(50)
+    assert items[0].unit_price == items[0].product.price
+    assert _count(db, Order) == 50 and _count(db, OrderItem) == 50
+    F.CommentFactory.create_batch(50, author=None)
+    assert _count(db, Comment) == 50
+    db.commit()  # nothing left pending: no duplicate INSERTs
+    assert _count(db, post_tags) == 165
+
+
+def test_bulk_with_related_factory(db: Session) -> None:
+    class UserWithProfile(F.UserFactory):
+        profile = factory.RelatedFactory(F.ProfileFactory, factory_related_name="user")
+
+    users = UserWithProfile.create_batch(60)
+    assert _count(db, Profile) == 60
+    assert all(u.profile.user_id == u.id for u in users)
+
+
+def test_columnar_fakes_factory(db: Session) -> None:
+    class FastProfile(F.ProfileFactory):
+        user = factory.SubFactory(F.UserFactory, email=Fake("email", unique=True))
+        bio = Fake("paragraph", nb_sentences=2)
+        avatar_url = factory.LazyAttribute(lambda o: f"https://a.example/{o.user.username}.png")
+
+    nested = db.begin_nested()
+    dbf.bind_session(db, seed=1)
+    one_by_one = [FastProfile.create() for _ in range(3)]  # row by row
+    expected = [(p.bio, p.user.email, p.avatar_url) for p in one_by_one]
+    nested.rollback()
+    dbf.bind_session(db, seed=1)
+    profiles = FastProfile.create_batch(500)  # column by column: the same values
+    assert [(p.bio, p.user.email, p.avatar_url) for p in profiles[:3]] == expected
+    assert _count(db, Profile) == 500
+    assert len({p.user.email for p in profiles}) == 500
+    assert profiles[9].avatar_url == f"https://a.example/{profiles[9].user.username}.png"
+
+
+def test_bulk_error_names_the_factory_and_row(db: Session) -> None:
+    from dbtest.errors import SeedError
+
+    F.UserFactory(email="taken@example.com")
+    with pytest.raises(SeedError, match=r"User batch: bulk_insert into users: row 51 .*"
+                                        r"uq_users_email"):
+        F.UserFactory.create_batch(51, email=factory.Iterator(
+            [f"u{i}@x.io" for i in range(50)] + ["taken@example.com"]))
+
+
+# -- async ------------------------------------------------------------------------------
+async def test_acreate_in_async_tests(async_db: Any) -> None:
+    user = await dbf.acreate(F.UserFactory, username="ann")
+    assert user.id is not None and user.username == "ann"
+    post = await dbf.acreate(F.PostFactory)  # SubFactory inside the greenlet
+    assert post.author.id is not None
+
+    class UserWithProfile(dbf.AsyncFactoryMixin, F.UserFactory):
+        profile = factory.RelatedFactory(F.ProfileFactory, factory_related_name="user")
+
+    made = await UserWithProfile.acreate()
+    count = (await async_db.execute(sa.select(sa.func.count()).select_from(Profile))).scalar()
+    assert count == 1 and made.id is not None
+    batch = await dbf.acreate_batch(F.UserFactory, 80)  # bulk: asyncpg COPY
+    assert len({u.id for u in batch}) == 80
+    total = (await async_db.execute(sa.select(sa.func.count()).select_from(User))).scalar()
+    assert total == 83
+    with pytest.raises(ConfigError, match=r"acreate\(UserFactory"):
+        F.UserFactory()
+
+
+def test_acreate_needs_an_async_session(db: Session) -> None:
+    import asyncio
+
+    with pytest.raises(ConfigError, match="bound to a sync Session"):
+        asyncio.run(dbf.acreate(F.UserFactory))
+
+
+# -- fast fakes -------------------------------------------------------------------------
+def test_fast_faker_is_deterministic_order_free_and_unique() -> None:
+    fast = FastFaker(seed=5)
+    column = fast.column("email", 20_000, unique=True)
+    assert len(set(column)) == 20_000
+    assert fast.values("email", [19_999, 3], unique=True) == [column[19_999], column[3]]
+    assert FastFaker(seed=5).column("sentence", 5) == fast.column("sentence", 5)
+    assert FastFaker(seed=6).column("sentence", 5) != fast.column("sentence", 5)
+    assert len(fast.value("text", 1, max_nb_chars=160)) <= 160
+    assert all(1 <= v <= 500 for v in fast.column("pydecimal", 100, min_value=1, max_value=500))
+    assert isinstance(fast.value("company", 0), str)  # any Faker provider: pooled
+    with pytest.raises(ConfigError, match="unknown Faker provider 'nope'"):
+        fast.value("nope", 0)
+
+
+def test_insert_rows_writes_the_same_rows_without_objects(db: Session) -> None:
+    class FastUser(F.UserFactory):
+        email = Fake("email", unique=True)
+        username = Fake("user_name")
+
+    nested = db.begin_nested()
+    dbf.bind_session(db, seed=3)
+    expected = [(u.email, u.username) for u in FastUser.create_batch(3)]  # one by one
+    nested.rollback()
+    dbf.bind_session(db, seed=3)
+    ids = dbf.insert_rows(FastUser, 300)
+    assert len(set(ids)) == 300 and _count(db, User) == 300
+    rows = db.execute(sa.select(User.email, User.username).order_by(User.id)).all()
+    assert [tuple(r) for r in rows[:3]] == expected
+    profile_ids = dbf.insert_rows(F.ProfileFactory, 60)  # SubFactory: via objects
+    assert len(profile_ids) == 60 and _count(db, Profile) == 60
