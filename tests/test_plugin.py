@@ -291,7 +291,7 @@ def test_a_detached_server_is_used_by_later_runs(project: pytest.Pytester,
             def test_one(dbtest_server, db):
                 assert dbtest_server.backend == "url"
         ''')
-        project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(cache))  # noqa: SLF001
+        project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(cache))
         result = run(project)
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["*server: PostgreSQL * (url)*"])

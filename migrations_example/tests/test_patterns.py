@@ -28,9 +28,8 @@ def test_rollback_undoes_a_failed_unit_of_work(db: Session) -> None:
 
     UserFactory(email="taken@example.org")
     db.commit()
-    with pytest.raises(IntegrityError):
-        with db.begin_nested():
-            db.add(User(email="taken@example.org", username="dup", password_hash="x"))
+    with pytest.raises(IntegrityError), db.begin_nested():
+        db.add(User(email="taken@example.org", username="dup", password_hash="x"))
     dbtest.assert_row_count(db, "users", 1)
 
 
