@@ -123,7 +123,8 @@ def workspace_for(config: pytest.Config) -> Workspace:
         # xdist workers share one local server, so templates are built once per run
         share = run is not None and settings.backend in ("auto", "local", "embedded") and \
             not settings.url
-        state.workspace = Workspace(settings, worker=worker_id(),
+        state.workspace = Workspace(settings,
+                                    worker=worker_id(getattr(config, "workerinput", None)),
                                     run_id=run[:8] if run else None,
                                     shared_run=run if share else None)
     return state.workspace

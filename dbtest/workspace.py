@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbtest.databases import admin_connection, drop_database
 from dbtest.templates import TemplateCache, TemplateKey
@@ -288,6 +287,10 @@ class Workspace:
         self._server = None
 
 
-def worker_id() -> str:
-    """The pytest-xdist worker id (``gw0``...) or ``main``."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+def worker_id(workerinput: dict[str, Any] | None = None) -> str:
+    """The pytest-xdist worker id (``gw0``...) or ``main``.
+
+    Read from the worker's own ``config.workerinput``: the environment variable is
+    inherited by pytest processes a test starts, which are not workers.
+    """
+    return str(workerinput["workerid"]) if workerinput else "main"

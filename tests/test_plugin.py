@@ -24,6 +24,13 @@ class Item(Base):
 '''
 
 
+def unique_models(p: pytest.Pytester) -> str:
+    """MODELS with DDL no other run has (a server default naming this test's folder), so
+    the template's hash is new and a first run must build it."""
+    return MODELS + (f"    tag: Mapped[str] = mapped_column(String(200), "
+                     f"server_default={str(p.path)!r})\n")
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyfile(app_models=MODELS)
@@ -193,7 +200,7 @@ def test_template_reused_across_runs(project: pytest.Pytester) -> None:
             pass
     ''')
     # a schema no other run has: the first run must build it, the second reuse it
-    project.makepyfile(app_models=MODELS + f"\n# unique {id(project)} {project.path}\n")
+    project.makepyfile(app_models=unique_models(project))
     first = run(project)
     first.assert_outcomes(passed=1)
     first.stdout.fnmatch_lines(["*template dbtest_tpl_*: built, 1 migration step(s) applied*"])
@@ -253,7 +260,7 @@ def test_open_connection_on_fresh_db_is_reported(project: pytest.Pytester) -> No
 def test_xdist_workers_share_one_server_and_build_the_template_once(
         project: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
-    project.makepyfile(app_models=MODELS + f"\n# unique {project.path}\n")
+    project.makepyfile(app_models=unique_models(project))
     project.makepyfile(test_many='''
         import pytest
         from sqlalchemy import func, select, text
