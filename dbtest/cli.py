@@ -266,7 +266,8 @@ def _run_snapshot(settings: Settings, args: argparse.Namespace) -> int:
     wanted = _SNAPSHOT_ARGS[args.action]
     if len(args.args) != len(wanted):
         raise ConfigError(f"dbtest snapshot {args.action} takes {' '.join(wanted) or 'nothing'}"
-                          f", got {' '.join(args.args) or 'nothing'}")
+                          f", got {' '.join(args.args) or 'nothing'}; use: dbtest snapshot "
+                          f"{' '.join((args.action, *wanted))}")
     given = dict(zip(wanted, args.args, strict=True))
     _say(snapshot_command(settings, args.action, name=given.get("NAME"), url=None,
                           db=args.db, force=args.force, path=given.get("FILE"),

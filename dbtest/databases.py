@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dbtest.errors import DbtestError, RefusedError, TemplateError, mask_url
+from dbtest.errors import DbtestError, ProvisionError, RefusedError, TemplateError, mask_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,8 +56,11 @@ def admin_connection(dsn: str, dbname: str = "postgres") -> Iterator[psycopg.Con
     try:
         conn = psycopg.connect(dsn, dbname=dbname, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        raise DbtestError(f"cannot connect to {mask_url(dsn)} (database {dbname!r}): "
-                          f"{str(exc).strip()}") from None
+        # libpq's message spans lines ("\n\tIs the server running...?"): one line here
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise ProvisionError(f"cannot connect to {mask_url(dsn)} (database {dbname!r}): "
+                             f"{reason.rstrip('?.')}. Check that the server runs and that the "
+                             f"host, port, user and password are right.") from None
     try:
         yield conn
     finally:

@@ -152,24 +152,41 @@ def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
     worker = _dbtest_workspace.worker_database(_dbtest_key)
     conn = worker.engine.connect()
     trans = conn.begin()
+    tables: list[str] | None = None
     try:
         yield conn
+        tables = _leaks_before_rollback(conn)
     finally:
-        if trans.is_active:
-            trans.rollback()
-        _check_leaks(request, _dbtest_workspace, _dbtest_key, conn)
+        try:
+            if trans.is_active:
+                trans.rollback()
+            if tables is None:  # the test broke its transaction: check after the rollback
+                from dbtest import leaks
+
+                tables = leaks.touched_tables(conn)
+                conn.rollback()
+        finally:
+            conn.close()
+    _report_leaks(request, _dbtest_workspace, _dbtest_key, tables)
 
 
-def _check_leaks(request: pytest.FixtureRequest, workspace: Workspace, key: TemplateKey,
-                 conn: Connection) -> None:
+def _leaks_before_rollback(conn: Connection) -> list[str] | None:
+    """Committed leaks, seen from inside the test's transaction just before its rollback
+    (one query); ``None`` when that transaction can no longer run one."""
     from dbtest import leaks
+
+    if not conn.in_transaction():
+        return None
+    try:
+        return leaks.touched_tables(conn, in_transaction=True)
+    except Exception:  # e.g. the test left the transaction aborted
+        return None
+
+
+def _report_leaks(request: pytest.FixtureRequest, workspace: Workspace, key: TemplateKey,
+                  tables: list[str] | None) -> None:
     from dbtest.errors import LeakError
 
-    try:
-        tables = leaks.touched_tables(conn)
-        conn.rollback()
-    finally:
-        conn.close()
     if not tables:
         return
     workspace.reset_worker_database(key)  # the next test starts clean either way
@@ -267,13 +284,34 @@ if _async_fixture is not None:
         engine = worker.async_engine()
         conn = await engine.connect()
         trans = await conn.begin()
+        tables: list[str] | None = None
         try:
             yield conn
+            tables = await _async_leaks_before_rollback(conn)
         finally:
-            if trans.is_active:
-                await trans.rollback()
-            await conn.close()
-        _check_leaks_sync(request, _dbtest_workspace, _dbtest_key)
+            try:
+                if trans.is_active:
+                    await trans.rollback()
+                if tables is None:  # the test broke its transaction: check after rollback
+                    from dbtest import leaks
+
+                    result = await conn.exec_driver_sql(leaks.CHECK_ALL)
+                    tables = sorted(r[0] for r in result.all())
+                    await conn.rollback()
+            finally:
+                await conn.close()
+        _report_leaks(request, _dbtest_workspace, _dbtest_key, tables)
+
+    async def _async_leaks_before_rollback(conn: AsyncConnection) -> list[str] | None:
+        from dbtest import leaks
+
+        if not conn.in_transaction():
+            return None
+        try:
+            result = await conn.exec_driver_sql(leaks.CHECK_IN_TRANSACTION)
+        except Exception:  # e.g. the test left the transaction aborted
+            return None
+        return sorted(r[0] for r in result.all())
 
     @_async_fixture  # type: ignore[untyped-decorator]
     async def async_db(request: pytest.FixtureRequest, async_db_connection: AsyncConnection
@@ -290,12 +328,6 @@ if _async_fixture is not None:
             yield session
         finally:
             await session.close()
-
-
-def _check_leaks_sync(request: pytest.FixtureRequest, workspace: Workspace,
-                      key: TemplateKey) -> None:
-    worker = workspace.worker_database(key)
-    _check_leaks(request, workspace, key, worker.engine.connect())
 
 
 _ = (MARKER,)  # re-exported for the plugin's help text

@@ -2,8 +2,12 @@
 a raw ``COMMIT``.
 
 Each worker database gets a statement-level trigger on every table that records the
-table's name in ``dbtest_internal.touched``. Inside a test that row is rolled back with
-everything else; a row still there after the rollback was committed for real.
+table's name and the writing transaction's id in ``dbtest_internal.touched``. Inside a
+test those rows are rolled back with everything else. So, checked from inside the
+test's own transaction just before its rollback, any row written by *another*
+transaction is one that was committed for real: one query, no extra round trip for
+the rollback. The key includes the transaction id, so a second connection writing the
+same table never waits on the test's own uncommitted row.
 """
 
 from __future__ import annotations
@@ -13,16 +17,26 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-__all__ = ["INTERNAL_SCHEMA", "install", "reinstall_needed", "touched_tables"]
+__all__ = [
+    "CHECK_ALL",
+    "CHECK_IN_TRANSACTION",
+    "INTERNAL_SCHEMA",
+    "install",
+    "reinstall_needed",
+    "touched_tables",
+]
 
 INTERNAL_SCHEMA = "dbtest_internal"
 _INSTALL = f"""
 CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
-CREATE UNLOGGED TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.touched (tbl text PRIMARY KEY);
+CREATE UNLOGGED TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.touched (
+  tbl text NOT NULL, xid bigint NOT NULL, PRIMARY KEY (tbl, xid));
 CREATE OR REPLACE FUNCTION {INTERNAL_SCHEMA}.record_touch() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO {INTERNAL_SCHEMA}.touched VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME)
+  -- txid_current() is the top-level transaction's id, also inside savepoints
+  INSERT INTO {INTERNAL_SCHEMA}.touched
+  VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, txid_current())
   ON CONFLICT DO NOTHING;
   RETURN NULL;
 END $$;
@@ -50,9 +64,21 @@ def install(connection: Connection) -> None:
     run_script(connection, _INSTALL)
 
 
-def touched_tables(connection: Connection) -> list[str]:
-    """Tables changed by committed transactions since the database was cloned."""
-    rows = connection.exec_driver_sql(f"SELECT tbl FROM {INTERNAL_SCHEMA}.touched").all()
+#: run inside the test's transaction: rows other transactions committed
+CHECK_IN_TRANSACTION = (f"SELECT DISTINCT tbl FROM {INTERNAL_SCHEMA}.touched "
+                        f"WHERE xid IS DISTINCT FROM txid_current_if_assigned()")
+#: run outside any test transaction: every row is a committed one
+CHECK_ALL = f"SELECT DISTINCT tbl FROM {INTERNAL_SCHEMA}.touched"
+
+
+def touched_tables(connection: Connection, *, in_transaction: bool = False) -> list[str]:
+    """Tables changed by committed transactions since the database was cloned.
+
+    ``in_transaction``: ``connection`` is still inside the test's transaction, whose own
+    writes are not leaks.
+    """
+    query = CHECK_IN_TRANSACTION if in_transaction else CHECK_ALL
+    rows = connection.exec_driver_sql(query).all()
     return sorted(r[0] for r in rows)
 
 

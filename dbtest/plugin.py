@@ -76,13 +76,14 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
         try:
             values = _marker_signature(*mark.args, **mark.kwargs)
         except TypeError as exc:
-            raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: {exc}. "
-                              f"Signature: {MARKER.split(':')[0]}") from None
+            problem = str(exc).replace(f"{_marker_signature.__name__}()", "dbtest()")
+            raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: {problem}."
+                              f" Use {MARKER.split(':')[0]} (keyword arguments only).") from None
         merged.update({k: v for k, v in values.items() if v is not None})
     iso = merged.get("isolation")
     if iso is not None and iso not in ("savepoint", "fresh"):
         raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(isolation={iso!r}) must be "
-                          f"'savepoint' or 'fresh'")
+                          f"'savepoint' or 'fresh'; use one of those")
     seeds = merged.get("seeds")
     if isinstance(seeds, str):
         merged["seeds"] = [seeds]

@@ -62,8 +62,8 @@ def parse_schema_spec(spec: str, *, where: str = "schema") -> SchemaSpec:
     if len(parts) != shapes[kind] or not all(parts):
         example = {"metadata": "metadata:myapp.models:Base",
                    "callable": "callable:myapp.db:create_schema"}[kind]
-        raise ConfigError(f"{where} = {spec!r}: {kind} needs a module and an attribute, "
-                          f"e.g. {example!r}")
+        raise ConfigError(f"{where} = {spec!r}: {kind} needs a module and an attribute; "
+                          f"write it as {kind}:<module>:<attr>, e.g. {example!r}")
     return SchemaSpec(kind, parts)
 
 
@@ -92,8 +92,8 @@ def _attr(module: str, name: str, root: Path, spec: str) -> Any:
     try:
         return getattr(mod, name)
     except AttributeError:
-        raise ConfigError(f"schema {spec!r}: module {module!r} has no attribute {name!r}") \
-            from None
+        raise ConfigError(f"schema {spec!r}: module {module!r} has no attribute {name!r}. "
+                          f"Check the attribute name in the schema setting.") from None
 
 
 class MetadataSource:
@@ -107,7 +107,8 @@ class MetadataSource:
 
         if not isinstance(metadata, MetaData):
             raise ConfigError(f"schema {spec!r}: {module}.{attr} is neither a MetaData nor a "
-                              f"declarative Base (got {type(value).__name__})")
+                              f"declarative Base (got {type(value).__name__}). Point the schema "
+                              f"setting at a MetaData or a declarative Base.")
         self.metadata: MetaData = metadata
 
     def fingerprint(self) -> str:
@@ -142,7 +143,9 @@ class CallableSource:
         self.spec = spec
         self.func: Callable[[Connection], object] = _attr(module, attr, root, spec)
         if not callable(self.func):
-            raise ConfigError(f"schema {spec!r}: {module}.{attr} is not callable")
+            raise ConfigError(f"schema {spec!r}: {module}.{attr} is not callable (got "
+                              f"{type(self.func).__name__}). Point the schema setting at a "
+                              f"function taking a SQLAlchemy Connection.")
 
     def fingerprint(self) -> str:
         try:
@@ -156,7 +159,8 @@ class CallableSource:
             self.func(connection)
         except Exception as exc:
             raise MigrationError(f"schema {self.spec!r}: the callable raised "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                                 f"{type(exc).__name__}: {exc}. Fix the callable; the template "
+                                 f"was not built.") from exc
         return 1
 
     def verify(self, connection: Connection) -> str | None:
@@ -193,7 +197,8 @@ class SqlSource:
                 if isinstance(orig, psycopg.Error) and pos:
                     where = f", line {text[: int(pos)].count(chr(10)) + 1}"
                 first = str(orig).strip().splitlines()[0] if str(orig).strip() else repr(orig)
-                raise MigrationError(f"SQL file {path}{where}: {first}") from None
+                raise MigrationError(f"SQL file {path}{where}: {first}. Fix the SQL file; the "
+                                     f"template was not built.") from None
         return len(self.files)
 
     def verify(self, connection: Connection) -> str | None:
@@ -216,7 +221,8 @@ class AlembicSource:
         try:
             self.script = ScriptDirectory.from_config(self.config)
         except Exception as exc:
-            raise ConfigError(f"schema {spec!r}: {self.ini}: {exc}. Check script_location.") \
+            problem = str(exc).strip().rstrip(".")
+            raise ConfigError(f"schema {spec!r}: {self.ini}: {problem}. Check script_location.") \
                 from None
         self.versions = Path(self.script.versions)
 
@@ -264,7 +270,8 @@ class AlembicSource:
         if revision:
             return (f"Alembic revision {revision} ({filename}) failed: {type(orig).__name__}: "
                     f"{text}. Fix the migration; nothing was kept.")
-        return f"alembic upgrade head ({self.ini}) failed: {type(orig).__name__}: {text}"
+        return (f"alembic upgrade head ({self.ini}) failed: {type(orig).__name__}: {text}. "
+                f"Check env.py and the migrations; nothing was kept.")
 
     def _revision_of(self, path: Path) -> str | None:
         for rev in self.script.walk_revisions():

@@ -91,7 +91,9 @@ def _read_pyproject(path: Path) -> dict[str, Any]:
             from None
     section = data.get("tool", {}).get("dbtest", {})
     if not isinstance(section, dict):
-        raise ConfigError(f"{path}: [tool.dbtest] must be a table")
+        raise ConfigError(f"{path}: [tool.dbtest] must be a table (got "
+                          f"{type(section).__name__}); write it as a [tool.dbtest] section of "
+                          f"key = value lines")
     return section
 
 
@@ -131,7 +133,7 @@ def resolve(
     if unknown:
         raise ConfigError(
             f"{pyproject}: unknown key(s) in [tool.dbtest]: {', '.join(unknown)}. "
-            f"Known keys: {', '.join(_FIELDS)}."
+            f"Known keys: {', '.join(_FIELDS)}. Rename or remove the unknown key(s)."
         )
     merged: dict[str, tuple[Any, str]] = {}
     layers: list[tuple[Mapping[str, Any], str]] = [
@@ -146,7 +148,8 @@ def resolve(
                 continue
             if key not in _FIELDS:
                 raise ConfigError(f"unknown dbtest setting {key!r} (from {origin}); "
-                                  f"known settings: {', '.join(_FIELDS)}")
+                                  f"known settings: {', '.join(_FIELDS)}. Rename it to one "
+                                  f"of them.")
             merged[key] = (value, origin)
     kwargs = {key: _convert(key, value, origin, root) for key, (value, origin) in merged.items()}
     if "url" in merged and "backend" not in merged:
@@ -175,15 +178,18 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+            raise ConfigError(f"{where} must be an integer, got {value!r}. Set it to a whole "
+                              f"number.") from None
         if number < 0 or (key == "port" and number > 65535):
-            raise ConfigError(f"{where} is out of range: {number}")
+            limits = "0-65535 (0 = a free port)" if key == "port" else "0 or more"
+            raise ConfigError(f"{where} is out of range: {number}. Use {limits}.")
         return number
     choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES}.get(key)
     if choices is not None:
         text = str(value).strip().lower()
         if text not in choices:
-            raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}")
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}. "
+                              f"Set it to one of those.")
         return text
     if key == "schema":
         from dbtest.schema import parse_schema_spec

@@ -256,31 +256,34 @@ class Workspace:
         """Drop every database this workspace made and stop the server it started."""
         if self._server is None:
             return
+        handle = self._provisioner._handle if self._provisioner is not None else None
+        persist = bool(self.templates_built) and hasattr(handle, "persist")
+        # a local server of our own that is not kept takes its databases with it
+        throwaway = handle is not None and hasattr(handle, "persist") and not persist
         for pool in self._pools.values():
-            with contextlib.suppress(Exception):
-                pool.close()
+            pool.close(drop=not throwaway)
         self._pools.clear()
-        with contextlib.suppress(Exception), admin_connection(self._server.dsn) as admin:
-            for worker in self._workers.values():
-                worker.dispose()
-                with contextlib.suppress(Exception):
-                    drop_database(admin, worker.name, wait=1.0)
-        self._workers.clear()
-        if self._provisioner is not None:
-            handle = self._provisioner._handle
-            keep = bool(self.templates_built) and hasattr(handle, "persist")
-            if keep:
-                # the cached cluster is copied at every start (each database adds ~7 MB):
-                # keep only the most recently used templates in it
-                from dbtest.janitor import drop_stale, stale_databases
+        for worker in self._workers.values():
+            worker.dispose()
+        if not throwaway:
+            with contextlib.suppress(Exception), admin_connection(self._server.dsn) as admin:
+                for worker in self._workers.values():
+                    with contextlib.suppress(Exception):
+                        # our own database: its pooled connections are ours, no waiting
+                        drop_database(admin, worker.name, wait=0.0)
+                if persist:
+                    # the cached cluster is copied at every start (each database adds
+                    # ~7 MB): keep only the most recently used templates in it
+                    from dbtest.janitor import drop_stale, stale_databases
 
-                with contextlib.suppress(Exception), \
-                        admin_connection(self._server.dsn) as admin:
                     drop_stale(admin, stale_databases(admin, max_age_days=0,
                                                       keep=CACHED_TEMPLATES))
+        self._workers.clear()
+        if self._provisioner is not None:
+            if persist and handle is not None:
                 handle.stop(keep_data=True)
                 with contextlib.suppress(Exception):
-                    handle.persist()
+                    handle.persist(background=True)
                 handle.discard()
                 self._provisioner._handle = None
             self._provisioner.stop()

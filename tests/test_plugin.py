@@ -155,8 +155,11 @@ LEAKY = '''
     from app_models import Item
 
     def test_leaks(db, db_engine):
-        with db_engine.begin() as other:   # a second connection commits for real
+        db.add(Item(name="mine"))          # the test's own write to the same table...
+        db.flush()
+        with db_engine.begin() as other:   # ...must not make a second connection wait
             other.execute(text("insert into items (name) values ('leaked')"))
+        db.commit()
 
     def test_next_starts_clean(db):
         assert db.scalar(select(func.count()).select_from(Item)) == 0
@@ -199,8 +202,11 @@ def test_template_reused_across_runs(project: pytest.Pytester) -> None:
         def test_one(db):
             pass
     ''')
-    # a schema no other run has: the first run must build it, the second reuse it
+    # a schema no other run has: the first run must build it, the second reuse it. A cache
+    # of its own: concurrent runs that persist other templates would replace the cached
+    # cluster in between (last writer wins; see docs/provisioning.md)
     project.makepyfile(app_models=unique_models(project))
+    project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(project.path / "cache"))  # noqa: SLF001
     first = run(project)
     first.assert_outcomes(passed=1)
     first.stdout.fnmatch_lines(["*template dbtest_tpl_*: built, 1 migration step(s) applied*"])
@@ -305,3 +311,29 @@ def test_a_detached_server_is_used_by_later_runs(project: pytest.Pytester,
         assert up.url
     finally:
         commands.down(settings)
+
+
+def test_broken_transaction_and_raw_commit(project: pytest.Pytester) -> None:
+    project.makepyfile(test_edge='''
+        import pytest
+        from sqlalchemy import func, select, text
+        from sqlalchemy.exc import IntegrityError
+        from app_models import Item
+
+        def test_leaves_transaction_aborted(db_connection):
+            db_connection.execute(text("insert into items (name) values ('a')"))
+            with pytest.raises(IntegrityError):
+                db_connection.execute(text("insert into items (name) values ('a')"))
+            # no rollback: teardown must cope with the aborted transaction
+
+        def test_raw_commit(db_connection):
+            db_connection.execute(text("insert into items (name) values ('b')"))
+            db_connection.exec_driver_sql("COMMIT")
+
+        def test_clean_afterwards(db):
+            assert db.scalar(select(func.count()).select_from(Item)) == 0
+    ''')
+    result = run(project)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_raw_commit*",
+                                 "*LeakError: test_edge.py::test_raw_commit committed data*"])

@@ -74,7 +74,7 @@ def db_delete(conn: Connection, tgt: Target) -> None:
     count = conn.execute(stmt).rowcount
     if count != 1:
         raise ConfigError(f"assert_cascade(): {tgt.label} matches {count} rows; the target "
-                          f"must name exactly one row.")
+                          f"must name exactly one row. Check the primary key value.")
 
 
 def measure(conn: Connection, tgt: Target, via: str, fks: list[DbForeignKey], delete: Any,

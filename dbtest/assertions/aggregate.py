@@ -77,7 +77,7 @@ def assert_aggregate(db: Any, query: Any, expected: Mapping[Any, Any] | None = N
     if not isinstance(query, Select):
         raise ConfigError(f"assert_aggregate(): the query must be a SQLAlchemy select(), got "
                           f"{type(query).__name__}; SQL text cannot be taken apart into its "
-                          f"groups and aggregates.")
+                          f"groups and aggregates. Build it with select(...).")
     plan = Plan(query)
     if expected is not None and not isinstance(expected, Mapping):
         raise ConfigError(f"assert_aggregate(): expected maps group key tuple -> value, got "

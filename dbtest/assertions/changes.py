@@ -145,7 +145,7 @@ class ChangeSet(Mapping[str, TableChanges]):
             known = ", ".join(sorted(set(self._tables.values()))) or "(none)"
             wanted = name if schema is None else f"{schema}.{name}"
             raise ConfigError(f"track_changes: no table {wanted!r} in this database. "
-                              f"Tables: {known}.")
+                              f"Tables: {known}. Check the table name.")
         return found
 
     def of(self, table: Any) -> TableChanges:

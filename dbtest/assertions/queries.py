@@ -154,7 +154,7 @@ class _Bounded(QueryCounter):
     def __init__(self, db: Any, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"{self._helper}(): the number of queries must be an int >= 0, "
-                              f"got {n!r}.")
+                              f"got {n!r}. Pass 0 or more.")
         super().__init__(db)
         self.limit = n
 

@@ -55,7 +55,8 @@ def assert_row_count(db: Any, table: Any, n: int, *, where: Any = None) -> Any:
     """
     __tracebackhide__ = True
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"assert_row_count(): n must be a count (int >= 0), got {n!r}.")
+        raise ConfigError(f"assert_row_count(): n must be a count (int >= 0), got {n!r}. "
+                          f"Pass 0 or more.")
     return run(db, partial(_row_count, table=table, n=n, where=where),
                helper="assert_row_count")
 

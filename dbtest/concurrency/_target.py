@@ -63,7 +63,7 @@ def conninfo_for(target: Any, who: str = "Scenario") -> str:
     if "=" in target:
         return target
     raise ConcurrencyError(f"{who}: {target!r} is neither a postgresql:// URL nor a libpq "
-                           f"conninfo string (host=... dbname=...).")
+                           f"conninfo string (host=... dbname=...). Pass fresh_db.url.")
 
 
 def sqlalchemy_url_for(target: Any, *, is_async: bool, who: str) -> str:

@@ -225,7 +225,7 @@ class Scenario:
         if name in self._steps:
             other = self._steps[name].session
             raise ConcurrencyError(f"step {name!r} is already declared (session {other!r}); "
-                                   f"step names must be unique across sessions")
+                                   f"step names must be unique across sessions: rename one")
         if name in self._sessions:
             raise ConcurrencyError(f"{name!r} is already a session name; give the step "
                                    f"another name")
@@ -263,7 +263,7 @@ class Scenario:
             if name in self._sessions:
                 own = ", ".join(self._sessions[name].steps) or "none declared"
                 raise ConcurrencyError(f"permutation names session {name!r} where a step is "
-                                       f"expected; its steps: {own}")
+                                       f"expected; its steps: {own}. Name one of them.")
             known = ", ".join(self._steps) or "none declared"
             raise ConcurrencyError(f"permutation names unknown step {name!r}; declare it "
                                    f"with sc.step(session, {name!r}, sql). Known steps: {known}")

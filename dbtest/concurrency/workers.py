@@ -309,7 +309,8 @@ def run_concurrently(fn: Callable[..., Any], n: int, *, url: Any = None,
     if not callable(fn):
         raise ConcurrencyError(f"run_concurrently needs a function, got {type(fn).__name__}")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConcurrencyError(f"run_concurrently needs n >= 1 workers, got {n!r}")
+        raise ConcurrencyError(f"run_concurrently needs n >= 1 workers, got {n!r}; pass n=1 "
+                               f"or more")
     if url is not None:
         sqlalchemy_url_for(url, is_async=_is_async(fn), who="run_concurrently")  # fail early
     if _is_async(fn):

@@ -227,9 +227,12 @@ def start_owner_watchdog(owner_pid: int, postmaster_pid: int, run_dir: str,
 
 
 def _watch_owner(owner: int, pid: int, run_dir: str, entry: str) -> None:
-    while pid_alive(owner) and Path(entry).exists() and pid_alive(pid):
+    # Watch the server itself, not its registry entry: the entry also disappears when
+    # someone deletes the cache dir mid-run, and the server must still go with its owner.
+    # An owner that stops the server on purpose does so while it lives: nothing to do then.
+    while pid_alive(owner) and is_our_postmaster(pid, run_dir):
         time.sleep(0.25)
-    if Path(entry).exists() and not pid_alive(owner):
+    if not pid_alive(owner):
         stop_postmaster(pid, run_dir, fast=False)
         remove_run_dir(run_dir)
         Path(entry).unlink(missing_ok=True)

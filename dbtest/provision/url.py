@@ -17,14 +17,15 @@ def parse_url(url: str) -> ConnectionParams:
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in _SCHEMES:
-        raise ConfigError(f"{mask_url(url)} is not a PostgreSQL URL; expected "
+        raise ConfigError(f"{mask_url(url)} is not a PostgreSQL URL; use "
                           f"postgresql://user:password@host:port/dbname")
     query = parse_qs(parts.query)
     host = parts.hostname or (query.get("host") or ["/var/run/postgresql"])[0]
     try:
         port = parts.port or int((query.get("port") or ["5432"])[0])
     except ValueError:
-        raise ConfigError(f"{mask_url(url)} has an invalid port") from None
+        raise ConfigError(f"{mask_url(url)} has an invalid port; use a number, e.g. "
+                          f"postgresql://user:password@localhost:5432/postgres") from None
     return ConnectionParams(
         host=host, port=port, user=unquote(parts.username or "postgres"),
         password=unquote(parts.password) if parts.password else None,
@@ -51,7 +52,8 @@ def connect_url(url: str) -> PostgresServer:
     version, can_create = str(row[0]).split()[0], bool(row[1])
     if not can_create:
         raise ProvisionError(f"role {params.user!r} at {mask_url(url)} cannot create databases;"
-                             f" dbtest needs CREATEDB: ALTER ROLE {params.user} CREATEDB.")
+                             f" dbtest needs CREATEDB: grant it (ALTER ROLE {params.user} "
+                             f"CREATEDB) or use a role that has it.")
     num = _version_num(version)
     return PostgresServer(params, version, "url", num, details={"url": mask_url(url)})
 

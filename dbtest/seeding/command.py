@@ -69,8 +69,10 @@ def seed_command(settings: Settings, names: Sequence[str], url: str | None = Non
         try:
             conn = engine.connect()
         except DBAPIError as exc:
-            raise SeedError(f"cannot connect to {shown}: {str(exc.orig).strip()}. Check "
-                            f"--url (or start a server with `dbtest up --detach`).") from None
+            # libpq's message spans lines ("\n\tIs the server running...?"): one line here
+            reason = " ".join(s.strip() for s in str(exc.orig).splitlines() if s.strip())
+            raise SeedError(f"cannot connect to {shown}: {reason.rstrip('?.')}. Check --url "
+                            f"(or start a server with `dbtest up --detach`).") from None
         with conn:
             trans = conn.begin()
             try:

@@ -130,9 +130,11 @@ def load_seeds(connection: Connection, names: Sequence[str], seeds_dir: Path, *,
     if isinstance(names, str):
         names = [names]
     if not isinstance(scale, int) or scale < 1:
-        raise SeedError(f"seed scale must be a whole number >= 1, got {scale!r}")
+        raise SeedError(f"seed scale must be a whole number >= 1, got {scale!r}; pass "
+                        f"--scale 1 or more (scale=...)")
     if not isinstance(seed, int) or seed < 0:
-        raise SeedError(f"seed number must be a whole number >= 0, got {seed!r}")
+        raise SeedError(f"seed number must be a whole number >= 0, got {seed!r}; pass "
+                        f"--seed 0 or more (seed=...)")
     seeds_dir = Path(seeds_dir)
     plan = resolve_sets(names, seeds_dir)
     root = str(seeds_dir.resolve().parent)  # seeds import the project's modules
@@ -191,8 +193,12 @@ def _run_set(connection: Connection, item: SeedSet, seed: int, scale: int, index
             raise
         raise SeedError(f"{_locate(item, exc)}: {exc}") from exc
     except Exception as exc:
-        raise SeedError(f"{_locate(item, exc)} failed: {_describe(exc, connection)}. "
-                        f"The load was rolled back: nothing was written.") from exc
+        detail = _describe(exc, connection)
+        # a missing table is fixed in the database (_describe says how), anything else in
+        # the seed set
+        fix = "" if "lacks the schema" in detail else " Fix the seed set and load it again."
+        raise SeedError(f"{_locate(item, exc)} failed: {detail}. The load was rolled back: "
+                        f"nothing was written.{fix}") from exc
 
 
 def _run_sql(connection: Connection, item: SeedSet) -> None:

@@ -183,7 +183,8 @@ def save_snapshot(server_or_url: PostgresServer | str, source_db: str, name: str
     with admin_connection(server.dsn) as conn:
         if not _exists(conn, source_db):
             raise SnapshotError(f"cannot save snapshot {name!r}: database {source_db!r} does "
-                                f"not exist on this server")
+                                f"not exist on this server. Pass an existing database (--db "
+                                f"NAME, or the URL's database).")
         if _exists(conn, db):
             mark = database_mark(conn, db)
             if mark is None:

@@ -50,14 +50,14 @@ def _major(tool: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _run_tool(args: list[str], server: PostgresServer, what: str) -> None:
+def _run_tool(args: list[str], server: PostgresServer, what: str, hint: str = "") -> None:
     env = dict(os.environ)
     if server.params.password:
         env["PGPASSWORD"] = server.params.password  # never on the command line
     proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise SnapshotError(f"{what} failed (exit {proc.returncode}): {tail}")
+        raise SnapshotError(f"{what} failed (exit {proc.returncode}): {tail}{hint}")
 
 
 def _conninfo(server: PostgresServer, db: str) -> str:
@@ -75,9 +75,10 @@ def export_snapshot(server_or_url: PostgresServer | str, name: str, path: str | 
         snap = _known(conn, name)
     folder = target.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK) or target.is_dir():
-        raise SnapshotError(f"cannot write {target}: {folder} is not a writable folder"
-                            if not target.is_dir() else f"cannot write {target}: a folder. "
-                            f"Name a file, e.g. {target / (name + '.dump')}")
+        raise SnapshotError(f"cannot write {target}: {folder} is not a writable folder; create "
+                            f"it or pick a writable folder" if not target.is_dir() else
+                            f"cannot write {target}: a folder. Name a file, e.g. "
+                            f"{target / (name + '.dump')}")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
     os.close(fd)
     try:
@@ -95,7 +96,7 @@ def import_snapshot(server_or_url: PostgresServer | str, path: str | Path, name:
     server = _with_version(resolve_server(server_or_url))
     source = Path(path).expanduser()
     if not source.is_file() or not os.access(source, os.R_OK):
-        raise SnapshotError(f"cannot import {source}: no such readable file")
+        raise SnapshotError(f"cannot import {source}: no such readable file. Check the path.")
     db = _db_of(name)
     with admin_connection(server.dsn) as conn:
         if _exists(conn, db):
@@ -111,7 +112,9 @@ def import_snapshot(server_or_url: PostgresServer | str, path: str | Path, name:
         try:
             _run_tool([str(pg_tool(server, "pg_restore")), "--no-owner", "--exit-on-error",
                        "--single-transaction", "-d", _conninfo(server, db), str(source)],
-                      server, f"pg_restore of {source}")
+                      server, f"pg_restore of {source}",
+                      f". Check that {source.name} is a file written by dbtest snapshot export "
+                      f"(pg_dump -Fc)")
         except BaseException:
             drop_database(conn, db)
             raise

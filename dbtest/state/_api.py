@@ -48,7 +48,8 @@ def sync_connection(target: Any) -> Connection:
     if isinstance(target, Connection):
         return target
     raise SnapshotError(f"expected a SQLAlchemy Session, AsyncSession, Connection, "
-                        f"AsyncConnection or Engine, got {type(target).__name__}")
+                        f"AsyncConnection or Engine, got {type(target).__name__}. Pass the db "
+                        f"or db_connection fixture (or an Engine).")
 
 
 def dispatch(target: Any, fn: Callable[[Connection], T]) -> T | Awaitable[T]:
@@ -160,7 +161,7 @@ def query_state_sync(conn: Connection, query: Any, params: Mapping[str, Any] | N
                                 "name it: literal_column('1.50::numeric').label('price')")
     else:
         raise SnapshotError(f"query_state takes SQL text or a select(), got "
-                            f"{type(query).__name__}")
+                            f"{type(query).__name__}; pass SQL text or a select()")
     desc = described.cursor.description if described.cursor else None
     described.close()
     names = [str(d[0]) for d in desc or ()]

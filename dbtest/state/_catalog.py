@@ -84,7 +84,7 @@ class Table:
             if col.name == name:
                 return col
         raise SnapshotError(f"table {self.display!r} has no column {name!r}; its columns: "
-                            f"{', '.join(c.name for c in self.columns)}")
+                            f"{', '.join(c.name for c in self.columns)}. Use one of them.")
 
 
 def _kind(typname: str, category: str) -> str:
