@@ -24,14 +24,23 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbtest.errors import ConfigError, DbtestError, ProvisionError, RefusedError, mask_url
 from dbtest.provision import lifetime
+from dbtest.provision.detached import (
+    STATE_FILE,
+    DetachedServer,
+    detached_server,
+    detached_server_url,
+    state_lock,
+    state_path,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from dbtest.provision.local import LocalCluster
@@ -55,82 +64,6 @@ __all__ = [
     "up",
     "version",
 ]
-
-#: the detached server's record, in the cache dir
-STATE_FILE = "up.json"
-
-
-# -- the detached server's record -------------------------------------------------------
-@dataclass(frozen=True)
-class DetachedServer:
-    """What ``dbtest up --detach`` wrote to ``<cache_dir>/up.json``."""
-
-    url: str
-    dsn: str
-    pid: int
-    run_dir: str
-    backend: str
-    version: str
-    #: its registry entry (the postmaster is its own owner there)
-    entry: str
-    started: float
-
-    def running(self) -> bool:
-        """Whether the server still runs (its pid is a postmaster serving ``run_dir``)."""
-        return lifetime.is_our_postmaster(self.pid, self.run_dir)
-
-
-def _state_path(cache_dir: Path) -> Path:
-    return cache_dir / STATE_FILE
-
-
-def detached_server(cache_dir: Path) -> DetachedServer | None:
-    """The record of ``dbtest up --detach`` in ``cache_dir``, running or not; ``None``
-    when there is none (or it is unreadable)."""
-    try:
-        data = json.loads(_state_path(cache_dir).read_text())
-        return DetachedServer(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def detached_server_url(cache_dir: Path) -> str | None:
-    """The URL of the server ``dbtest up --detach`` left running, or ``None``.
-
-    Cheap (one small file and one ``/proc`` read), so settings resolution and the
-    plugin may call it on every run to fall back to that server.
-    """
-    found = detached_server(cache_dir)
-    return found.url if found is not None and found.running() else None
-
-
-def _write_state(cache_dir: Path, state: DetachedServer) -> Path:
-    path = _state_path(cache_dir)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    # 0600: with --port the URL holds the server's password
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(state), fh, indent=2)
-    tmp.replace(path)
-    return path
-
-
-@contextlib.contextmanager
-def _state_lock(cache_dir: Path) -> Iterator[None]:
-    """Serialise ``up --detach`` and ``down``: two at once must not start two servers."""
-    from filelock import FileLock, Timeout
-
-    from dbtest.provision.local import make_dir
-
-    make_dir(cache_dir)
-    lock = cache_dir / "up.lock"
-    try:
-        with FileLock(str(lock), timeout=60):
-            yield
-    except Timeout:
-        raise ProvisionError(f"another dbtest up/down has held {lock} for 60 s; wait for it "
-                             f"or stop it (fuser {lock} names it).") from None
-
 
 # -- up ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -169,7 +102,7 @@ def up(settings: Settings, detach: bool = False, port: int | None = None, *,
     if port is not None:
         settings = settings.replace(port=port)
     if detach:
-        with _state_lock(settings.cache_dir):
+        with state_lock(settings.cache_dir):
             return _up_detached(settings)
     from dbtest.provision import Provisioner
 
@@ -199,8 +132,8 @@ def _up_detached(settings: Settings) -> UpResult:
     if found is not None and found.running():
         return UpResult(found.url, found.dsn, found.backend, found.version, found.pid,
                         found.run_dir, detached=True, already_running=True,
-                        state_file=_state_path(settings.cache_dir))
-    _state_path(settings.cache_dir).unlink(missing_ok=True)  # its server is gone
+                        state_file=state_path(settings.cache_dir))
+    state_path(settings.cache_dir).unlink(missing_ok=True)  # its server is gone
     if settings.backend == "docker":
         raise ConfigError(_NO_DOCKER_DETACH)
     from dbtest.provision import Provisioner
@@ -223,7 +156,7 @@ def _up_detached(settings: Settings) -> UpResult:
         state = DetachedServer(server.url, server.dsn, int(server.details["pid"]),
                                str(cluster.run_dir), server.backend, server.version,
                                str(cluster.entry), time.time())
-        path = _write_state(settings.cache_dir, state)
+        path = write_state(settings.cache_dir, state)
     except BaseException:
         cluster.stop()
         raise
@@ -290,8 +223,8 @@ def down(settings: Settings) -> DownResult:
     Only the server recorded in ``<cache_dir>/up.json`` is touched, and only when its
     run folder carries dbtest's mark.
     """
-    path = _state_path(settings.cache_dir)
-    with _state_lock(settings.cache_dir):
+    path = state_path(settings.cache_dir)
+    with state_lock(settings.cache_dir):
         found = detached_server(settings.cache_dir)
         if found is None:
             if path.exists():
@@ -523,7 +456,7 @@ def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> 
     found += [("half-deleted run folder", p, None) for p in local.trash_dirs(cache)]
     state = detached_server(cache)
     if state is not None and not state.running():
-        found.append(("record of a stopped detached server", _state_path(cache), None))
+        found.append(("record of a stopped detached server", state_path(cache), None))
     found += [("record of a finished xdist run", p, None)
               for p in sorted((cache / "shared").glob("*.json"))
               if not _shared_server_running(p)]

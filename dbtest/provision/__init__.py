@@ -77,7 +77,7 @@ class Provisioner:
     def _start_auto(self) -> PostgresServer:
         if self.settings.url:
             return self._start("url")
-        from dbtest.commands import detached_server_url
+        from dbtest.provision.detached import detached_server_url
 
         detached = detached_server_url(self.settings.cache_dir)
         if detached:  # `dbtest up --detach` left one running: connect in milliseconds
