@@ -155,7 +155,7 @@ def plan_rows(target: Target, catalog: Sequence[Sequence[Any]], rows: Iterable[A
     if unknown:
         raise SeedError(f"bulk_insert into {target.display}: unknown column(s) "
                         f"{', '.join(map(repr, unknown))}; the table has "
-                        f"{', '.join(db_cols)}")
+                        f"{', '.join(db_cols)}. Rename or drop those keys in the rows.")
     generated = [n for n in all_names if db_cols[n].generated and not db_cols[n].has_default]
     if generated:
         raise SeedError(f"bulk_insert into {target.display}: column(s) {generated} are "
@@ -323,7 +323,8 @@ def describe_error(exc: BaseException, target: Target, plan: BulkPlan, group: Gr
         parts.append(d["detail"].strip())
     if row_pos is not None:
         parts.append(f"row: {_short(plan.rows[row_pos])}")
-    return SeedError("; ".join(parts) + ". Nothing was inserted.")
+    return SeedError("; ".join(parts) + ". Nothing was inserted: fix that row (or the "
+                     "constraint) and insert again.")
 
 
 def _row_by_key(detail: str, plan: BulkPlan, group: Group) -> int | None:
