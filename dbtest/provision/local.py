@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class LocalCluster:
         self._entry: Path | None = None
         self._owner = os.getpid()
         self.generation: Path | None = None
+        #: set once start() has copied its source (see _store)
+        self._copied = threading.Event()
 
     # -- the cache ------------------------------------------------------------------------
     @property
@@ -104,30 +107,46 @@ class LocalCluster:
         return target if (target / "PG_VERSION").is_file() else None
 
     def ensure_cached(self, lock_timeout: float = 120.0) -> tuple[Path, bool]:
-        """The cached cluster, running ``initdb`` first when there is none.
+        """The cluster to copy from, running ``initdb`` first when none is cached.
 
-        Two first runs at once take a file lock; a half-written cluster from a crashed
-        run has no ``current`` link pointing at it and is simply replaced. The lock is an
-        ``flock``: the kernel releases it when its holder dies, so the ``initdb.lock``
-        file a crashed run leaves behind blocks nobody.
+        Returns ``(folder, fresh)``. When ``fresh``, ``folder`` is the new cluster in a
+        work folder on tmpfs: starting from it is faster than from the cache, which a
+        background thread fills meanwhile (the first run's start does not wait on a
+        copy to disk). Two first runs at once take a file lock, held until the cache is
+        written; a half-written cluster from a crashed run has no ``current`` link
+        pointing at it and is simply replaced. The lock is an ``flock``: the kernel
+        releases it when its holder dies, so the ``initdb.lock`` file a crashed run
+        leaves behind blocks nobody.
         """
         found = self.current_generation()
         if found:
             return found, False
         make_dir(self.cluster_dir)
+        lock_path = self.cluster_dir / "initdb.lock"
+        # not thread-local: the thread that writes the cache releases it
+        lock = FileLock(str(lock_path), timeout=lock_timeout, thread_local=False)
         try:
-            with FileLock(str(self.cluster_dir / "initdb.lock"), timeout=lock_timeout):
-                found = self.current_generation()
-                if found:
-                    return found, False
-                return self._initdb(), True
+            lock.acquire()
         except Timeout:
             raise ProvisionError(f"waited {lock_timeout:.0f} s for another process's initdb "
-                                 f"in {self.cluster_dir}, which holds "
-                                 f"{self.cluster_dir / 'initdb.lock'}. Wait for it, or stop it "
-                                 f"(fuser {self.cluster_dir / 'initdb.lock'} names it).") from None
+                                 f"in {self.cluster_dir}, which holds {lock_path}. Wait for "
+                                 f"it, or stop it (fuser {lock_path} names it).") from None
+        try:
+            found = self.current_generation()
+            if found:
+                lock.release()
+                return found, False
+            work = self._initdb()
+        except BaseException:
+            lock.release()
+            raise
+        self._caching = threading.Thread(target=self._store, args=(work, lock),
+                                         name="dbtest-cache-cluster")
+        self._caching.start()  # not a daemon: an exiting process finishes the copy
+        return work / "data", True
 
     def _initdb(self) -> Path:
+        """``initdb`` into a new work folder (tmpfs when there is room); returns it."""
         base = self._pick_run_base(0)
         for old in base.glob("dbtest-initdb-*"):
             # a run killed during its initdb left this (tens of MB, often in RAM)
@@ -149,12 +168,28 @@ class LocalCluster:
             # unix socket: private folder, trust; TCP (only when asked): a password
             fh.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
                      "host all all ::1/128 scram-sha-256\n")
-        name = f"gen-{time.time_ns()}"
-        _copy_tree(data, self.cluster_dir / f"{name}.partial")
-        (self.cluster_dir / f"{name}.partial").rename(self.cluster_dir / name)
-        self._point_current(name)
-        shutil.rmtree(work, ignore_errors=True)
-        return self.cluster_dir / name
+        return work
+
+    def _store(self, work: Path, lock: FileLock) -> None:
+        """Copy a fresh cluster from ``work`` into the cache, then release ``lock``."""
+        try:
+            name = f"gen-{time.time_ns()}"
+            partial = self.cluster_dir / f"{name}.partial"
+            _copy_tree(work / "data", partial)
+            partial.rename(self.cluster_dir / name)
+            self._point_current(name)
+        except (OSError, ProvisionError):
+            pass  # the next run will try again; this one is already running
+        finally:
+            lock.release()
+            self._copied.wait(timeout=120)  # start() may still be copying from it
+            lifetime.remove_run_dir(str(work), background=True)
+
+    def wait_cached(self, timeout: float | None = None) -> None:
+        """Wait for a first run's copy of its new cluster into the cache."""
+        caching = getattr(self, "_caching", None)
+        if caching is not None:
+            caching.join(timeout)
 
     def _point_current(self, name: str) -> None:
         tmp = self.cluster_dir / f"current.{os.getpid()}"
@@ -231,15 +266,18 @@ class LocalCluster:
         lifetime.reap(self.registry)
         if self.port:
             _check_port_free(self.port)  # before copying anything or spawning postgres
-        source, _ = self.ensure_cached()
-        self.generation = source
+        source, fresh = self.ensure_cached()
+        self.generation = None if fresh else source
         base = self._pick_run_base(_tree_size(source))
         self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=base))
         lifetime.mark_owned(self.run_dir, self._owner)
         data, sockets = self.run_dir / "data", self.run_dir / "socket"
         try:
-            if not self._take_spare(source, base, data):
-                _copy_tree(source, data)
+            try:
+                if fresh or not self._take_spare(source, base, data):
+                    _copy_tree(source, data)
+            finally:
+                self._copied.set()  # the cache writer may now delete a fresh source
             sockets.mkdir(mode=0o700)
             chown_tree(self.run_dir, self.account)
             server = self._spawn(data, sockets, timeout)
@@ -253,7 +291,8 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
-        self._prepare_spare(source, base)
+        if not fresh:
+            self._prepare_spare(source, base)
         return server
 
     def detach(self) -> None:
@@ -296,6 +335,7 @@ class LocalCluster:
         self.account = server_account()
         self._proc = self._watchdog = None
         self._owner, self.generation = os.getpid(), None
+        self._copied = threading.Event()
         found = sorted(self.registry.glob(f"{pid}-*.json"))
         self._entry = found[0] if found else None
         self._adopted_pid = pid
