@@ -24,7 +24,6 @@ import platform
 import pwd
 import shutil
 import socket
-import stat
 import statistics
 import subprocess
 import sys
@@ -132,29 +131,27 @@ def _mem_total() -> str:
     return "RAM ?"
 
 
+def drop_own_spares(cache_dir: Path, timeout: float = 5.0) -> None:
+    """Delete the spare copies dbtest made (on tmpfs) of the clusters cached in ``cache_dir``.
+
+    Only those: a spare is named after its cache generation, and other caches' spares are
+    left alone. Runs before the benchmark deletes its caches.
+    """
+    from dbtest.provision.local import SPARES_PREFIX, run_bases
+
+    gens = [(g.parent.name, g.name) for g in cache_dir.glob("clusters/*/gen-*") if g.is_dir()]
+    deadline = time.monotonic() + timeout
+    for base in run_bases(cache_dir):
+        for cluster, gen in gens:
+            pattern = f"{SPARES_PREFIX}*/{cluster}/{gen}.*"
+            while time.monotonic() < deadline and any(
+                    p.name.endswith(".partial") for p in base.glob(pattern)):
+                time.sleep(0.05)  # a background copy still runs: let it finish first
+            for spare in base.glob(pattern):
+                shutil.rmtree(spare, ignore_errors=True)
+
+
 # -- running as the server account ------------------------------------------------------
-def reachable_by(path: Path, account: pwd.struct_passwd | None) -> bool:
-    """Whether ``account`` can enter every folder on the way to ``path`` (and read it)."""
-    if account is None:
-        return True
-    path = path.resolve()
-    for folder in (path, *path.parents):
-        try:
-            st = folder.stat()
-        except OSError:
-            return False
-        if st.st_uid == account.pw_uid:
-            bits = stat.S_IXUSR | stat.S_IRUSR
-        elif st.st_gid == account.pw_gid:
-            bits = stat.S_IXGRP | stat.S_IRGRP
-        else:
-            bits = stat.S_IXOTH | stat.S_IROTH
-        needed = bits if folder == path else bits & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        if st.st_mode & needed != needed:
-            return False
-    return True
-
-
 def give_to(path: Path, account: pwd.struct_passwd | None) -> None:
     """chown ``path`` and everything below it to ``account`` (nothing when not root)."""
     if account is None:
