@@ -67,8 +67,19 @@ def _marker_signature(*, isolation: str | None = None, seeds: list[str] | None =
     return {"isolation": isolation, "seeds": seeds, "schema": schema}
 
 
+_MARKER_KEY = pytest.StashKey[dict[str, Any]]()
+
+
 def marker_options(item: pytest.Item) -> dict[str, Any]:
-    """The merged ``@pytest.mark.dbtest(...)`` options of ``item`` (closest wins)."""
+    """The merged ``@pytest.mark.dbtest(...)`` options of ``item`` (closest wins); read
+    once per test (several fixtures ask)."""
+    found = item.stash.get(_MARKER_KEY, None)
+    if found is None:
+        found = item.stash[_MARKER_KEY] = _read_marker(item)
+    return found
+
+
+def _read_marker(item: pytest.Item) -> dict[str, Any]:
     from dbtest.errors import ConfigError
 
     merged: dict[str, Any] = {}
