@@ -12,6 +12,7 @@
     ├── SeedError              a seed set could not be loaded
     ├── SnapshotError          a database snapshot could not be taken or restored
     ├── ConcurrencyError       a concurrency scenario is malformed or hung
+    │   └── (dbtest.concurrency.WorkerError: run_concurrently workers failed)
     ├── RefusedError           dbtest refused to touch something it does not own
     ├── LeakError              a savepoint test committed data for real
     └── DbAssertionError       (also an AssertionError) a database assertion failed

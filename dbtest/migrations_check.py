@@ -334,8 +334,10 @@ def assert_migrations(server: PostgresServer | str, alembic_ini: str | Path,
 def migrations_check_command(settings: Settings, ini: str | None = None,
                              url: str | None = None, models: str | None = None
                              ) -> MigrationReport:
-    """``dbtest migrations check``: run every check; print ``str(report)``, exit 1 unless
-    ``report.ok``.
+    """Check an Alembic history: single head, upgrade, stairway, model drift.
+
+    ``dbtest migrations check``: runs every check; the CLI prints ``str(report)`` and
+    exits 1 unless ``report.ok``.
 
     ``ini`` defaults to the ``alembic:`` schema setting; ``url`` (or the ``url``
     setting) names a server, else a throwaway one is started; ``models`` is

@@ -59,6 +59,15 @@ def test_table_state_text_order_labels_and_masks(db: Session) -> None:
     assert dbtest.table_state is table_state  # the public name
 
 
+def test_numeric_keys_sort_as_numbers(db: Session) -> None:
+    # 12 roles: ordered as text, id 10 would come second and be labelled roles#2
+    db.add_all(Role(name=f"r{i:02d}") for i in range(1, 13))
+    db.flush()
+    lines = table_state(db, "roles").text.splitlines()[2:]
+    assert [line.split(" | ")[1] for line in lines] == [f'"r{i:02d}"' for i in range(1, 13)]
+    assert lines[9].strip().startswith("roles#10 |")
+
+
 def test_labels_stay_when_ids_shift(db: Session) -> None:
     _blog(db)
     first = table_state(db, "users", "posts")

@@ -227,12 +227,15 @@ def start_owner_watchdog(owner_pid: int, postmaster_pid: int, run_dir: str,
 
 
 def _watch_owner(owner: int, pid: int, run_dir: str, entry: str) -> None:
-    # Watch the server itself, not its registry entry: the entry also disappears when
+    # Watch the server itself, not only its registry entry: the entry also disappears when
     # someone deletes the cache dir mid-run, and the server must still go with its owner.
-    # An owner that stops the server on purpose does so while it lives: nothing to do then.
     while pid_alive(owner) and is_our_postmaster(pid, run_dir):
         time.sleep(0.25)
-    if not pid_alive(owner):
+    if pid_alive(owner):
+        return  # the owner stopped it, or lives to see that it died
+    # A server gone and its entry gone: the owner stopped it on purpose (and may still be
+    # copying its folder into the cache in the background): leave the folder alone.
+    if is_our_postmaster(pid, run_dir) or Path(entry).exists():
         stop_postmaster(pid, run_dir, fast=False)
         remove_run_dir(run_dir)
         Path(entry).unlink(missing_ok=True)

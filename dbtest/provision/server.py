@@ -57,8 +57,11 @@ class PostgresServer:
     :meth:`url_for` / :meth:`dsn_for` for another database.
     """
 
+    #: where the server listens and who to connect as
     params: ConnectionParams
+    #: server version, e.g. ``"15.18"``
     version: str
+    #: the backend that provided it: ``local``, ``embedded``, ``docker`` or ``url``
     backend: str
     #: numeric server version, e.g. 150018
     version_num: int = 0

@@ -68,9 +68,9 @@ class SeedContext:
     seed: int
     name: str
     _progress: Callable[[int, int | None], None] | None = field(default=None, repr=False)
-    _rows: int = field(default=0, repr=False)
-    _total: int | None = field(default=None, repr=False)
-    _factories: FactoryAccess | None = field(default=None, repr=False)
+    _rows: int = field(default=0, repr=False, init=False)
+    _total: int | None = field(default=None, repr=False, init=False)
+    _factories: FactoryAccess | None = field(default=None, repr=False, init=False)
 
     @property
     def factories(self) -> FactoryAccess:

@@ -40,7 +40,9 @@ def _command_server(settings: Settings, url: str | None) -> PostgresServer:
 def snapshot_command(settings: Settings, action: str, name: str | None = None,
                      url: str | None = None, db: str | None = None, force: bool = False,
                      path: str | None = None, replace: bool = False) -> str:
-    """``dbtest snapshot save|restore|list|drop|export|import``: returns the text to print.
+    """Save, restore, list, drop, export or import database snapshots.
+
+    ``dbtest snapshot save|restore|list|drop|export|import``; returns the text to print.
 
     The server is ``url``, else the ``url`` setting (``DBTEST_URL``), else the server
     ``dbtest up --detach`` left running. ``save`` copies ``db`` (default: the database

@@ -126,13 +126,15 @@ def read_rows(conn: Connection, table: Table, order: Sequence[str],
     still come in one stable order.
     """
     q = [quote_ident(conn, c.name) for c in table.columns]
-    by = {c.name: ref for c, ref in zip(table.columns, q, strict=True)}
+    # ORDER BY names the table's own columns through the alias: a bare "id" would be the
+    # output column "id"::text, and ids would sort as text (1, 10, 2...)
+    by = {c.name: f"t.{ref}" for c, ref in zip(table.columns, q, strict=True)}
     order_sql = [by[name] for name in order]
     if tiebreak:
-        order_sql += [f"{ref}::text" for ref in q]
+        order_sql += [f"t.{ref}::text" for ref in q]
     rel = f"{quote_ident(conn, table.schema)}.{quote_ident(conn, table.name)}"
     exprs = ", ".join(column_sql(r, c.kind) for r, c in zip(q, table.columns, strict=True))
-    sql = f"SELECT {exprs} FROM {rel}"
+    sql = f"SELECT {exprs} FROM {rel} AS t"
     if order_sql:
         sql += f" ORDER BY {', '.join(order_sql)}"
     if not table.columns:
@@ -161,10 +163,10 @@ def read_keys(conn: Connection, table: Table, order: Sequence[str]) -> list[str]
     """The primary key text of ``table``'s rows in ``order`` (for labels of referenced rows)."""
     pk = quote_ident(conn, table.pk[0])
     rel = f"{quote_ident(conn, table.schema)}.{quote_ident(conn, table.name)}"
-    order_sql = ", ".join(quote_ident(conn, n) for n in order)
+    order_sql = ", ".join(f"t.{quote_ident(conn, n)}" for n in order)  # see read_rows
     kind = table.column(table.pk[0]).kind
     return [r[0] for r in conn.exec_driver_sql(
-        f"SELECT {column_sql(pk, kind)} FROM {rel} ORDER BY {order_sql}").all()]
+        f"SELECT {column_sql(pk, kind)} FROM {rel} AS t ORDER BY {order_sql}").all()]
 
 
 def split_tokens(line: str) -> list[str]:
