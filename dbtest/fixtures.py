@@ -51,10 +51,11 @@ def dbtest_server(_dbtest_workspace: Workspace) -> PostgresServer:
     return _dbtest_workspace.server
 
 
-@pytest.fixture
-def _dbtest_key(request: pytest.FixtureRequest, _dbtest_workspace: Workspace) -> TemplateKey:
+def _template_key(request: pytest.FixtureRequest, workspace: Workspace) -> TemplateKey:
+    """The template a test runs on, from its marker (a function, not a fixture: one less
+    fixture per test)."""
     opts = marker_options(request.node)
-    return _dbtest_workspace.key_for(opts.get("schema"), tuple(opts.get("seeds") or ()))
+    return workspace.key_for(opts.get("schema"), tuple(opts.get("seeds") or ()))
 
 
 def _isolation(request: pytest.FixtureRequest, workspace: Workspace | None) -> str:
@@ -87,7 +88,8 @@ def async_db_engine(_dbtest_workspace: Workspace) -> AsyncEngine:
 
 @pytest.fixture
 def _dbtest_fresh(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
-                  _dbtest_key: TemplateKey) -> Iterator[FreshDatabase]:
+                  ) -> Iterator[FreshDatabase]:
+    _dbtest_key = _template_key(request, _dbtest_workspace)
     fresh = _dbtest_workspace.fresh_database(_dbtest_key)
     yield fresh
     fresh.dispose()
@@ -136,8 +138,8 @@ def fresh_db(_dbtest_fresh: FreshDatabase) -> FreshDatabase:
 
 
 @pytest.fixture
-def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
-                  _dbtest_key: TemplateKey) -> Iterator[Connection]:
+def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace
+                  ) -> Iterator[Connection]:
     """The SQLAlchemy ``Connection`` inside this test's outer transaction.
 
     Everything done through it (and through ``db``, which shares it) is rolled back
@@ -149,6 +151,7 @@ def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
         with fresh.engine.connect() as conn:
             yield conn
         return
+    _dbtest_key = _template_key(request, _dbtest_workspace)
     worker = _dbtest_workspace.worker_database(_dbtest_key)
     conn = worker.engine.connect()
     trans = conn.begin()
@@ -266,8 +269,8 @@ if _async_fixture is not None:
 
     @_async_fixture  # type: ignore[untyped-decorator]
     async def async_db_connection(request: pytest.FixtureRequest,
-                                  _dbtest_workspace: Workspace,
-                                  _dbtest_key: TemplateKey) -> AsyncIterator[AsyncConnection]:
+                                  _dbtest_workspace: Workspace
+                                  ) -> AsyncIterator[AsyncConnection]:
         """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
         rolled back after the test; the async twin of ``db_connection``."""
         if _isolation(request, _dbtest_workspace) == "fresh":
@@ -280,6 +283,7 @@ if _async_fixture is not None:
                 yield conn
             await engine.dispose()
             return
+        _dbtest_key = _template_key(request, _dbtest_workspace)
         worker = _dbtest_workspace.worker_database(_dbtest_key)
         engine = worker.async_engine()
         conn = await engine.connect()

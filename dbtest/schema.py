@@ -33,6 +33,7 @@ class SchemaSource(Protocol):
     """One way of creating the schema."""
 
     spec: str
+    verifies: bool
 
     def fingerprint(self) -> str:
         """A hash of every input that defines the resulting schema."""
@@ -99,6 +100,9 @@ def _attr(module: str, name: str, root: Path, spec: str) -> Any:
 class MetadataSource:
     """``metadata:<module>:<attr>``: ``create_all`` of a MetaData or declarative Base."""
 
+    #: whether :meth:`verify` checks anything (else no connection is opened for it)
+    verifies = True
+
     def __init__(self, spec: str, module: str, attr: str, root: Path) -> None:
         self.spec = spec
         value = _attr(module, attr, root, spec)
@@ -139,6 +143,9 @@ class MetadataSource:
 class CallableSource:
     """``callable:<module>:<func>``: ``func(connection)`` creates the schema."""
 
+    #: whether :meth:`verify` checks anything (else no connection is opened for it)
+    verifies = False
+
     def __init__(self, spec: str, module: str, attr: str, root: Path) -> None:
         self.spec = spec
         self.func: Callable[[Connection], object] = _attr(module, attr, root, spec)
@@ -169,6 +176,9 @@ class CallableSource:
 
 class SqlSource:
     """``sql:<glob>``: SQL files applied in name order."""
+
+    #: whether :meth:`verify` checks anything (else no connection is opened for it)
+    verifies = False
 
     def __init__(self, spec: str, pattern: str, root: Path) -> None:
         self.spec = spec
@@ -207,6 +217,9 @@ class SqlSource:
 
 class AlembicSource:
     """``alembic:<alembic.ini>``: ``alembic upgrade head`` through the user's env.py."""
+
+    #: whether :meth:`verify` checks anything (else no connection is opened for it)
+    verifies = True
 
     def __init__(self, spec: str, ini: str, root: Path) -> None:
         self.spec = spec

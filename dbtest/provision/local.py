@@ -106,17 +106,19 @@ class LocalCluster:
             return None
         return target if (target / "PG_VERSION").is_file() else None
 
-    def ensure_cached(self, lock_timeout: float = 120.0) -> tuple[Path, bool]:
+    def ensure_cached(self, lock_timeout: float = 120.0, *,
+                      for_start: bool = False) -> tuple[Path, bool]:
         """The cluster to copy from, running ``initdb`` first when none is cached.
 
-        Returns ``(folder, fresh)``. When ``fresh``, ``folder`` is the new cluster in a
-        work folder on tmpfs: starting from it is faster than from the cache, which a
-        background thread fills meanwhile (the first run's start does not wait on a
-        copy to disk). Two first runs at once take a file lock, held until the cache is
-        written; a half-written cluster from a crashed run has no ``current`` link
-        pointing at it and is simply replaced. The lock is an ``flock``: the kernel
-        releases it when its holder dies, so the ``initdb.lock`` file a crashed run
-        leaves behind blocks nobody.
+        Returns ``(folder, fresh)``; ``fresh`` says this call ran ``initdb``. Then
+        ``folder`` is the cached cluster, except ``for_start`` (:meth:`start`, which must
+        set ``_copied`` once it copied from it): the new cluster in a work folder on tmpfs,
+        as starting from it is faster than from the cache, which a background thread
+        fills meanwhile (the first run's start does not wait on a copy to disk). Two first
+        runs at once take a file lock, held until the cache is written; a half-written
+        cluster from a crashed run has no ``current`` link pointing at it and is simply
+        replaced. The lock is an ``flock``: the kernel releases it when its holder dies,
+        so the ``initdb.lock`` file a crashed run leaves behind blocks nobody.
         """
         found = self.current_generation()
         if found:
@@ -143,7 +145,17 @@ class LocalCluster:
         self._caching = threading.Thread(target=self._store, args=(work, lock),
                                          name="dbtest-cache-cluster")
         self._caching.start()  # not a daemon: an exiting process finishes the copy
-        return work / "data", True
+        if for_start:
+            return work / "data", True
+        # nobody copies from the work folder: the writer must not wait for that (it would
+        # hold this process's exit for 120 s); wait for the cache instead
+        self._copied.set()
+        self._caching.join()
+        found = self.current_generation()
+        if found is None:
+            raise ProvisionError(f"could not write the new cluster into {self.cluster_dir}. "
+                                 f"Check free space and permissions, or set cache_dir.")
+        return found, True
 
     def _initdb(self) -> Path:
         """``initdb`` into a new work folder (tmpfs when there is room); returns it."""
@@ -266,7 +278,7 @@ class LocalCluster:
         lifetime.reap(self.registry)
         if self.port:
             _check_port_free(self.port)  # before copying anything or spawning postgres
-        source, fresh = self.ensure_cached()
+        source, fresh = self.ensure_cached(for_start=True)
         self.generation = None if fresh else source
         base = self._pick_run_base(_tree_size(source))
         self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=base))
