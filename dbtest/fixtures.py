@@ -268,11 +268,12 @@ test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytes
 if _async_fixture is not None:
 
     @_async_fixture  # type: ignore[untyped-decorator]
-    async def async_db_connection(request: pytest.FixtureRequest,
-                                  _dbtest_workspace: Workspace
-                                  ) -> AsyncIterator[AsyncConnection]:
-        """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
-        rolled back after the test; the async twin of ``db_connection``."""
+    async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Workspace
+                            ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
+        # One async fixture gives both the connection and the session: each async fixture
+        # costs a trip through pytest-asyncio's runner, which dominated async_db's overhead.
+        from sqlalchemy.ext.asyncio import AsyncSession
+
         if _isolation(request, _dbtest_workspace) == "fresh":
             from sqlalchemy.ext.asyncio import create_async_engine
             from sqlalchemy.pool import NullPool
@@ -280,20 +281,27 @@ if _async_fixture is not None:
             fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
             engine = create_async_engine(fresh.async_url, poolclass=NullPool)
             async with engine.connect() as conn:
-                yield conn
+                session = AsyncSession(bind=conn)  # commits for real on a fresh database
+                _bind_factories(request, session)
+                try:
+                    yield conn, session
+                finally:
+                    await session.close()
             await engine.dispose()
             return
-        _dbtest_key = _template_key(request, _dbtest_workspace)
-        worker = _dbtest_workspace.worker_database(_dbtest_key)
-        engine = worker.async_engine()
+        key = _template_key(request, _dbtest_workspace)
+        engine = _dbtest_workspace.worker_database(key).async_engine()
         conn = await engine.connect()
         trans = await conn.begin()
+        session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
+        _bind_factories(request, session)
         tables: list[str] | None = None
         try:
-            yield conn
-            tables = await _async_leaks_before_rollback(conn)
+            yield conn, session
         finally:
             try:
+                await session.close()
+                tables = await _async_leaks_before_rollback(conn)
                 if trans.is_active:
                     await trans.rollback()
                 if tables is None:  # the test broke its transaction: check after rollback
@@ -304,7 +312,7 @@ if _async_fixture is not None:
                     await conn.rollback()
             finally:
                 await conn.close()
-        _report_leaks(request, _dbtest_workspace, _dbtest_key, tables)
+        _report_leaks(request, _dbtest_workspace, key, tables)
 
     async def _async_leaks_before_rollback(conn: AsyncConnection) -> list[str] | None:
         from dbtest import leaks
@@ -317,21 +325,19 @@ if _async_fixture is not None:
             return None
         return sorted(r[0] for r in result.all())
 
-    @_async_fixture  # type: ignore[untyped-decorator]
-    async def async_db(request: pytest.FixtureRequest, async_db_connection: AsyncConnection
-                       ) -> AsyncIterator[AsyncSession]:
+    @pytest.fixture
+    def async_db_connection(_dbtest_async: tuple[AsyncConnection, AsyncSession]
+                            ) -> AsyncConnection:
+        """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
+        rolled back after the test; the async twin of ``db_connection`` (``async_db``
+        shares it)."""
+        return _dbtest_async[0]
+
+    @pytest.fixture
+    def async_db(_dbtest_async: tuple[AsyncConnection, AsyncSession]) -> AsyncSession:
         """An ``AsyncSession`` whose changes are all rolled back after the test; the code
         under test may ``await session.commit()`` and use ``session.begin_nested()``."""
-        from sqlalchemy.ext.asyncio import AsyncSession
-
-        fresh = _isolation(request, request.config.stash[WORKSPACE_KEY].workspace) == "fresh"
-        session = AsyncSession(bind=async_db_connection) if fresh else AsyncSession(
-            bind=async_db_connection, join_transaction_mode="create_savepoint")
-        _bind_factories(request, session)
-        try:
-            yield session
-        finally:
-            await session.close()
+        return _dbtest_async[1]
 
 
 _ = (MARKER,)  # re-exported for the plugin's help text
