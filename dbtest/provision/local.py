@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
-import re
 import secrets
 import shutil
-import socket
-import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +26,27 @@ from filelock import FileLock, Timeout
 
 from dbtest.errors import ProvisionError, StartupFailed
 from dbtest.provision import lifetime
+from dbtest.provision._files import (
+    _check_port_free,
+    _copy_tree,
+    _free_port,
+    _pidfile_ready,
+    _reachable,
+    _shut_down_cleanly,
+    _tree_size,
+    make_dir,
+)
 from dbtest.provision.binaries import PgBinaries
+from dbtest.provision.leftovers import (  # re-exported: the cache's layout lives there
+    _RUN_DIR_NAME,
+    SPARES_PREFIX,
+    cluster_dirs,
+    orphan_run_dirs,
+    remove_generation,
+    spare_dirs,
+    stale_generations,
+    trash_dirs,
+)
 from dbtest.provision.runas import Account, chown_tree, server_account
 from dbtest.provision.server import ConnectionParams, PostgresServer
 
@@ -54,15 +69,6 @@ SERVER_SETTINGS = {
 }
 TMPFS = Path("/dev/shm")
 GENERATIONS_KEPT = 2
-#: a generation replaced (or a half-written one begun) less than this long ago may still
-#: be copied (or written) by another process
-GENERATION_GRACE_S = 60.0
-#: folders of spare copies, one per server account: ``<run base>/dbtest-spares-<uid>``
-SPARES_PREFIX = "dbtest-spares-"
-# names of what this module creates; ``dbtest clean`` removes nothing else
-_CLUSTER_NAME = re.compile(r"pg\d+-[0-9a-f]{16}")
-_GENERATION_NAME = re.compile(r"gen-(\d+)(\.partial)?")  # gen-<time.time_ns()>
-_RUN_DIR_NAME = re.compile(r"dbtest-(?:initdb-)?[a-z0-9_]{8}")  # tempfile.mkdtemp's names
 
 
 class LocalCluster:
@@ -498,197 +504,6 @@ class LocalCluster:
             self.run_dir = None
 
 
-def _shut_down_cleanly(data: Path) -> bool:
-    """Whether ``data``'s ``pg_control`` says "shut down" (not "in production": a crash).
-
-    ``ControlFileData`` starts with the system identifier (8 bytes), two 4-byte version
-    numbers, then the cluster state, ``DB_SHUTDOWNED`` = 1 (the layout of every supported
-    release).
-    """
-    try:
-        with (data / "global" / "pg_control").open("rb") as fh:
-            head = fh.read(20)
-    except OSError:
-        return False
-    return len(head) == 20 and int.from_bytes(head[16:20], sys.byteorder) == 1
-
-
-def _pidfile_ready(pidfile: Path) -> bool:
-    try:
-        return pidfile.read_text().rstrip().endswith("ready")
-    except OSError:
-        return False
-
-
-def make_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) unless it exists; ProvisionError if not writable."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ProvisionError(f"cannot create {path}: {exc.strerror}. Set cache_dir "
-                             f"(DBTEST_CACHE_DIR) to a writable folder.") from None
-    if not os.access(path, os.W_OK):
-        raise ProvisionError(f"{path} is not writable. Set cache_dir (DBTEST_CACHE_DIR) to a "
-                             f"writable folder.")
-    return path
-
-
-def _reachable(path: Path, account: Account) -> bool:
-    """Whether ``account`` may enter ``path`` (search permission on it and every parent)."""
-    if not account.switched:
-        return True
-    for folder in (path, *path.parents):
-        try:
-            st = folder.stat()
-        except OSError:
-            return False
-        if st.st_uid == account.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == account.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True
-
-
 def run_bases(cache_dir: Path) -> list[Path]:
     """Every folder a :class:`LocalCluster` may create run folders in (for ``dbtest clean``)."""
     return [TMPFS, cache_dir / "tmp", Path(tempfile.gettempdir())]
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # as postgres does: a connection left in TIME_WAIT does not block the port
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except PermissionError:
-            raise ProvisionError(f"port {port} on 127.0.0.1 needs privileges this process "
-                                 f"lacks. Fix: use a port above 1023 (--port, DBTEST_PORT or "
-                                 f"port=...), or port=0 for a free one.") from None
-        except OSError as exc:
-            raise ProvisionError(
-                f"port {port} on 127.0.0.1 is already in use ({exc.strerror}): another server "
-                f"listens there. Fix: pick another port (--port, DBTEST_PORT or port=...), use "
-                f"port=0 for a free one, or stop what listens on {port} "
-                f"(ss -ltnp 'sport = :{port}' names it).") from None
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    # cp -a keeps owners and modes (the cluster belongs to the server account) and is
-    # much faster than shutil.copytree on ~1,000 small files.
-    proc = subprocess.run(["cp", "-a", str(src), str(dst)], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise ProvisionError(f"copying {src} to {dst} failed: {proc.stderr.strip()}. Check free "
-                             f"space and permissions, or set cache_dir.")
-
-
-def _tree_size(path: Path) -> int:
-    # remembered beside the generation: walking ~1,000 files costs ~10 ms per start
-    memo = path.with_name(path.name + ".size")
-    with contextlib.suppress(OSError, ValueError):
-        return int(memo.read_text())
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    with contextlib.suppress(OSError):
-        memo.write_text(str(size))
-    return size
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# -- leftovers, for ``dbtest clean`` ------------------------------------------------------
-def cluster_dirs(cache_dir: Path) -> list[Path]:
-    """The cached clusters in ``cache_dir`` (one per binaries and settings)."""
-    folder = cache_dir / "clusters"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if _CLUSTER_NAME.fullmatch(p.name) and p.is_dir())
-
-
-def stale_generations(cluster_dir: Path, keep: int = 1) -> list[Path]:
-    """Generations of a cached cluster that may go: all but ``current`` and the ``keep``
-    newest, once replaced more than :data:`GENERATION_GRACE_S` ago (a run that started
-    just before may still copy one), and half-written ones abandoned that long ago."""
-    try:
-        current = os.readlink(cluster_dir / "current")
-    except OSError:
-        current = None
-    now, grace = time.time_ns(), int(GENERATION_GRACE_S * 1e9)
-    done: list[tuple[int, Path]] = []
-    stale: list[Path] = []
-    for path in cluster_dir.iterdir():
-        match = _GENERATION_NAME.fullmatch(path.name)
-        if not (match and path.is_dir()):
-            continue
-        made = int(match.group(1))
-        if not match.group(2):
-            done.append((made, path))
-        elif now - made > grace:
-            stale.append(path)  # its writer died
-    done.sort()
-    kept = {path.name for _, path in done[-keep:]} | {current}
-    # each generation was replaced when the next newer one was made
-    for (_, path), (replaced, _) in itertools.pairwise(done):
-        if path.name not in kept and now - replaced > grace:
-            stale.append(path)
-    return sorted(stale)
-
-
-def remove_generation(path: Path) -> None:
-    """Delete a cached generation and its remembered size."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.with_name(path.name + ".size").unlink(missing_ok=True)
-
-
-def spare_dirs(cache_dir: Path) -> list[Path]:
-    """Folders of spare cluster copies (root sees every account's; others their own)."""
-    uid = os.geteuid()
-    found = []
-    for base in _existing(run_bases(cache_dir)):
-        for folder in sorted(base.glob(SPARES_PREFIX + "*")):
-            with contextlib.suppress(OSError):
-                if folder.is_dir() and (uid == 0 or folder.stat().st_uid == uid):
-                    found.append(folder)
-    return found
-
-
-def orphan_run_dirs(cache_dir: Path) -> list[Path]:
-    """Run and initdb folders that carry dbtest's mark and that no live process uses."""
-    found = []
-    for base in _existing(run_bases(cache_dir)):
-        for folder in sorted(base.glob("dbtest-*")):
-            if not _RUN_DIR_NAME.fullmatch(folder.name):
-                continue
-            with contextlib.suppress(OSError):
-                if (folder / lifetime.OWNED_MARK).is_file() and not lifetime.in_use(folder):
-                    found.append(folder)
-    return found
-
-
-def trash_dirs(cache_dir: Path) -> list[Path]:
-    """Run folders renamed ``*.trash`` whose background ``rm -rf`` did not finish.
-
-    (One being deleted right now may be listed; deleting it twice does no harm.)
-    """
-    return [folder for base in _existing(run_bases(cache_dir))
-            for folder in sorted(base.glob("dbtest-*.trash"))
-            if _RUN_DIR_NAME.fullmatch(folder.name.removesuffix(".trash")) and folder.is_dir()]
-
-
-def _existing(folders: list[Path]) -> list[Path]:
-    seen: set[Path] = set()
-    out = []
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            key = folder.resolve()
-            if key not in seen and folder.is_dir():
-                seen.add(key)
-                out.append(folder)
-    return out

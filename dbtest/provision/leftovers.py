@@ -1,0 +1,128 @@
+"""The cache's layout, and what ``dbtest clean`` may remove from it.
+
+Names of everything :class:`~dbtest.provision.local.LocalCluster` creates (cached
+cluster generations, spare copies, run folders), and finders for the ones no live
+process uses. Nothing without these names and dbtest's mark is ever listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from dbtest.provision import lifetime
+
+__all__ = ["GENERATION_GRACE_S", "SPARES_PREFIX", "cluster_dirs", "orphan_run_dirs",
+           "remove_generation", "spare_dirs", "stale_generations", "trash_dirs"]
+
+#: a generation replaced (or a half-written one begun) less than this long ago may still
+#: be copied (or written) by another process
+GENERATION_GRACE_S = 60.0
+#: folders of spare copies, one per server account: ``<run base>/dbtest-spares-<uid>``
+SPARES_PREFIX = "dbtest-spares-"
+# names of what this module creates; ``dbtest clean`` removes nothing else
+_CLUSTER_NAME = re.compile(r"pg\d+-[0-9a-f]{16}")
+_GENERATION_NAME = re.compile(r"gen-(\d+)(\.partial)?")  # gen-<time.time_ns()>
+_RUN_DIR_NAME = re.compile(r"dbtest-(?:initdb-)?[a-z0-9_]{8}")  # tempfile.mkdtemp's names
+
+
+def cluster_dirs(cache_dir: Path) -> list[Path]:
+    """The cached clusters in ``cache_dir`` (one per binaries and settings)."""
+    folder = cache_dir / "clusters"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _CLUSTER_NAME.fullmatch(p.name) and p.is_dir())
+
+
+def stale_generations(cluster_dir: Path, keep: int = 1) -> list[Path]:
+    """Generations of a cached cluster that may go: all but ``current`` and the ``keep``
+    newest, once replaced more than :data:`GENERATION_GRACE_S` ago (a run that started
+    just before may still copy one), and half-written ones abandoned that long ago."""
+    try:
+        current = os.readlink(cluster_dir / "current")
+    except OSError:
+        current = None
+    now, grace = time.time_ns(), int(GENERATION_GRACE_S * 1e9)
+    done: list[tuple[int, Path]] = []
+    stale: list[Path] = []
+    for path in cluster_dir.iterdir():
+        match = _GENERATION_NAME.fullmatch(path.name)
+        if not (match and path.is_dir()):
+            continue
+        made = int(match.group(1))
+        if not match.group(2):
+            done.append((made, path))
+        elif now - made > grace:
+            stale.append(path)  # its writer died
+    done.sort()
+    kept = {path.name for _, path in done[-keep:]} | {current}
+    # each generation was replaced when the next newer one was made
+    for (_, path), (replaced, _) in itertools.pairwise(done):
+        if path.name not in kept and now - replaced > grace:
+            stale.append(path)
+    return sorted(stale)
+
+
+def remove_generation(path: Path) -> None:
+    """Delete a cached generation and its remembered size."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.with_name(path.name + ".size").unlink(missing_ok=True)
+
+
+def spare_dirs(cache_dir: Path) -> list[Path]:
+    """Folders of spare cluster copies (root sees every account's; others their own)."""
+    uid = os.geteuid()
+    found = []
+    for base in _existing(_run_bases(cache_dir)):
+        for folder in sorted(base.glob(SPARES_PREFIX + "*")):
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and (uid == 0 or folder.stat().st_uid == uid):
+                    found.append(folder)
+    return found
+
+
+def orphan_run_dirs(cache_dir: Path) -> list[Path]:
+    """Run and initdb folders that carry dbtest's mark and that no live process uses."""
+    found = []
+    for base in _existing(_run_bases(cache_dir)):
+        for folder in sorted(base.glob("dbtest-*")):
+            if not _RUN_DIR_NAME.fullmatch(folder.name):
+                continue
+            with contextlib.suppress(OSError):
+                if (folder / lifetime.OWNED_MARK).is_file() and not lifetime.in_use(folder):
+                    found.append(folder)
+    return found
+
+
+def trash_dirs(cache_dir: Path) -> list[Path]:
+    """Run folders renamed ``*.trash`` whose background ``rm -rf`` did not finish.
+
+    (One being deleted right now may be listed; deleting it twice does no harm.)
+    """
+    return [folder for base in _existing(_run_bases(cache_dir))
+            for folder in sorted(base.glob("dbtest-*.trash"))
+            if _RUN_DIR_NAME.fullmatch(folder.name.removesuffix(".trash")) and folder.is_dir()]
+
+
+def _existing(folders: list[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    out = []
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            key = folder.resolve()
+            if key not in seen and folder.is_dir():
+                seen.add(key)
+                out.append(folder)
+    return out
+
+
+def _run_bases(cache_dir: Path) -> list[Path]:
+    # read from local at call time: it owns TMPFS (and tests point it elsewhere)
+    from dbtest.provision.local import run_bases
+
+    return run_bases(cache_dir)
