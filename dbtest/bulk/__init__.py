@@ -163,10 +163,7 @@ def _psycopg_insert(conn: Any, table_or_model: Any, rows: Iterable[Any],
     total = 0
     for group in plan.groups:
         converters = [_psycopg_converter(col, wrappers) for col in group.db_columns]
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(target.schema, target.name) if target.schema
-            else sql.Identifier(target.name),
-            sql.SQL(", ").join(sql.Identifier(c.name) for c in group.db_columns))
+        stmt = _copy_statement(target, group.db_columns)
         group.values = convert_columns(group.values, converters)
         index = 0
         try:
@@ -178,6 +175,16 @@ def _psycopg_insert(conn: Any, table_or_model: Any, rows: Iterable[Any],
             raise describe_error(exc, target, plan, group, index) from None
         total += len(group.values)
     return total
+
+
+def _copy_statement(target: Any, columns: Sequence[Any]) -> Any:
+    """``COPY <table> (<columns>) FROM STDIN`` for psycopg, sync or async."""
+    from psycopg import sql
+
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(target.schema, target.name) if target.schema
+        else sql.Identifier(target.name),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
 
 
 def _psycopg_converter(col: Any, wrappers: dict[str, Any]) -> Any:
@@ -246,10 +253,7 @@ async def _psycopg_async_insert(conn: Any, table_or_model: Any, rows: Iterable[A
     total = 0
     for group in plan.groups:
         converters = [_psycopg_converter(col, wrappers) for col in group.db_columns]
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(target.schema, target.name) if target.schema
-            else sql.Identifier(target.name),
-            sql.SQL(", ").join(sql.Identifier(c.name) for c in group.db_columns))
+        stmt = _copy_statement(target, group.db_columns)
         position = [0]  # the row being written, for errors raised while adapting it
         try:
             if in_tx:
