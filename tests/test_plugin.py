@@ -206,7 +206,7 @@ def test_template_reused_across_runs(project: pytest.Pytester) -> None:
     # of its own: concurrent runs that persist other templates would replace the cached
     # cluster in between (last writer wins; see docs/provisioning.md)
     project.makepyfile(app_models=unique_models(project))
-    project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(project.path / "cache"))  # noqa: SLF001
+    project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(project.path / "cache"))
     first = run(project)
     first.assert_outcomes(passed=1)
     first.stdout.fnmatch_lines(["*template dbtest_tpl_*: built, 1 migration step(s) applied*"])

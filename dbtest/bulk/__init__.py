@@ -154,7 +154,6 @@ def _catalog_sync(cursor_conn: Any, target: Target) -> list[tuple[Any, ...]]:
 def _psycopg_insert(conn: Any, table_or_model: Any, rows: Iterable[Any],
                     columns: Sequence[str] | None, dialect: Any) -> int:
     import psycopg
-    from psycopg import sql
     from psycopg.types.json import Json, Jsonb
 
     target = resolve_target(table_or_model)
@@ -241,7 +240,6 @@ async def _psycopg_async_insert(conn: Any, table_or_model: Any, rows: Iterable[A
                                 columns: Sequence[str] | None, dialect: Any,
                                 savepoint: bool) -> int:
     import psycopg
-    from psycopg import sql
     from psycopg.pq import TransactionStatus
     from psycopg.types.json import Json, Jsonb
 
