@@ -374,3 +374,13 @@ def test_generations_replaced_a_moment_ago_are_kept(tmp_path: Path) -> None:
 
     assert local.stale_generations(tmp_path) == [
         tmp_path / f"gen-{names['old']}", tmp_path / f"gen-{now - 2 * minute}.partial"]
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone, as after `dbtest doctor | head -1`
+    out = io.TextIOWrapper(os.fdopen(write_end, "wb"), write_through=True)
+    monkeypatch.setattr("sys.stdout", out)
+    assert cli.main(["doctor"]) in (0, 1)  # no BrokenPipeError escapes
