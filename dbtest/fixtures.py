@@ -32,7 +32,8 @@ try:  # async fixtures need pytest-asyncio; without it only the sync ones exist
 except ImportError:  # pragma: no cover
     _async_fixture = None
 
-__all__ = ["async_db", "async_db_connection", "async_db_engine", "db", "db_connection",
+__all__ = ["_session_faker", "async_db", "async_db_connection", "async_db_engine", "db",
+           "db_connection",
            "db_engine", "dbtest_server", "faker", "fresh_db"]
 
 
@@ -254,6 +255,31 @@ def faker(request: pytest.FixtureRequest) -> Faker:
     factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
     fakes.reseed(seed)
     return fake
+
+
+class _LazyFaker:
+    """A ``Faker`` built on first use (see :func:`_session_faker`)."""
+
+    def __init__(self, locale: Any) -> None:
+        self._locale = locale
+        self._faker: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._faker is None:
+            from faker import Faker
+
+            self._faker = Faker(locale=self._locale)
+        return getattr(self._faker, name)
+
+
+@pytest.fixture(scope="session")
+def _session_faker(request: pytest.FixtureRequest) -> Any:
+    """Replaces the autouse fixture of Faker's own pytest plugin (Faker is a dependency of
+    dbtest, so its plugin is installed too): that one builds a ``Faker`` (~0.1 s) in every
+    pytest run, even one that never uses it. This one builds it on first use."""
+    locale = (request.getfixturevalue("faker_session_locale")
+              if "faker_session_locale" in request.fixturenames else ["en_US"])
+    return _LazyFaker(locale)
 
 
 def test_seed(request: pytest.FixtureRequest) -> int:
