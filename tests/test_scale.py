@@ -38,7 +38,7 @@ SCHEMA = """\
 -- scale test run {token}
 CREATE TABLE scale_items (id serial PRIMARY KEY, worker text NOT NULL, n int NOT NULL);
 CREATE INDEX scale_items_worker ON scale_items (worker);
-SELECT pg_sleep(0.5);
+SELECT pg_sleep(2);
 """
 
 TESTS = """\
