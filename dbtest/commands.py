@@ -24,7 +24,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -113,10 +113,11 @@ def up(settings: Settings, detach: bool = False, port: int | None = None, *,
         result = UpResult(server.url, server.dsn, server.backend, server.version, pid,
                           _run_dir(server.details), detached=False,
                           external=server.backend == "url")
-        if on_ready is not None:
-            on_ready(result)
-        if not result.external:
-            _wait_for_stop(pid, stop, server.details.get("log"))
+        with _stop_signals(stop) as stopped:  # before on_ready: the caller may signal at once
+            if on_ready is not None:
+                on_ready(result)
+            if not result.external:
+                _wait_for_stop(pid, stopped, server.details.get("log"))
         return result
     finally:
         provisioner.stop()
@@ -170,8 +171,9 @@ _NO_DOCKER_DETACH = ("up --detach keeps local servers only (backend local or emb
                      "(docker run -d -p 5432:5432 postgres) and set DBTEST_URL.")
 
 
-def _wait_for_stop(pid: int | None, stop: threading.Event | None, log: str | None) -> None:
-    """Block until SIGINT/SIGTERM (or ``stop``); fail if the server dies meanwhile."""
+@contextlib.contextmanager
+def _stop_signals(stop: threading.Event | None) -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM (or ``stop``) while the block runs."""
     event = stop or threading.Event()
     previous: dict[signal.Signals, Any] = {}
 
@@ -182,15 +184,20 @@ def _wait_for_stop(pid: int | None, stop: threading.Event | None, log: str | Non
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)
     try:
-        while not event.wait(0.5):
-            if pid is not None and not lifetime.pid_alive(pid):
-                # quoted now: stopping deletes the run folder, log included
-                raise ProvisionError(f"the server (pid {pid}) stopped on its own (killed, or "
-                                     f"out of memory or disk?). Its log ended with:\n"
-                                     f"{_tail(log) or '(nothing)'}")
+        yield event
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def _wait_for_stop(pid: int | None, event: threading.Event, log: str | None) -> None:
+    """Block until ``event`` is set; fail if the server dies meanwhile."""
+    while not event.wait(0.5):
+        if pid is not None and not lifetime.pid_alive(pid):
+            # quoted now: stopping deletes the run folder, log included
+            raise ProvisionError(f"the server (pid {pid}) stopped on its own (killed, or "
+                                 f"out of memory or disk?). Its log ended with:\n"
+                                 f"{_tail(log) or '(nothing)'}")
 
 
 def _tail(log: str | None, lines: int = 10) -> str:
