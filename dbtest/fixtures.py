@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
+    from dbtest.leakcheck import Checker
     from dbtest.provision.server import PostgresServer
     from dbtest.templates import TemplateKey
     from dbtest.workspace import FreshDatabase, Workspace
@@ -152,56 +153,20 @@ def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace
         with fresh.engine.connect() as conn:
             yield conn
         return
-    _dbtest_key = _template_key(request, _dbtest_workspace)
-    worker = _dbtest_workspace.worker_database(_dbtest_key)
-    conn = worker.engine.connect()
-    trans = conn.begin()
-    tables: list[str] | None = None
+    checker = _checker(request, _dbtest_workspace)
+    worker, conn = checker.begin()  # checks what earlier tests may have committed
     try:
         yield conn
-        tables = _leaks_before_rollback(conn)
     finally:
-        try:
-            if trans.is_active:
-                trans.rollback()
-            if tables is None:  # the test broke its transaction: check after the rollback
-                from dbtest import leaks
-
-                tables = leaks.touched_tables(conn)
-                conn.rollback()
-        finally:
-            conn.close()
-    _report_leaks(request, _dbtest_workspace, _dbtest_key, tables)
+        checker.end(worker, conn)  # checks what this test committed, rolls back
 
 
-def _leaks_before_rollback(conn: Connection) -> list[str] | None:
-    """Committed leaks, seen from inside the test's transaction just before its rollback
-    (one query); ``None`` when that transaction can no longer run one."""
-    from dbtest import leaks
+def _checker(request: pytest.FixtureRequest, workspace: Workspace) -> Checker:
+    """This test's leak checks on its worker database (see :mod:`dbtest.leakcheck`)."""
+    from dbtest.leakcheck import Checker
 
-    if not conn.in_transaction():
-        return None
-    try:
-        return leaks.touched_tables(conn, in_transaction=True)
-    except Exception:  # e.g. the test left the transaction aborted
-        return None
-
-
-def _report_leaks(request: pytest.FixtureRequest, workspace: Workspace, key: TemplateKey,
-                  tables: list[str] | None) -> None:
-    from dbtest.errors import LeakError
-
-    if not tables:
-        return
-    workspace.reset_worker_database(key)  # the next test starts clean either way
-    message = (f"{request.node.nodeid} committed data outside its savepoint (another "
-               f"connection or a raw COMMIT) to: {', '.join(tables)}. Use "
-               f"@pytest.mark.dbtest(isolation=\"fresh\") or the fresh_db fixture for tests "
-               f"that commit for real. The database was reset.")
-    if workspace.settings.leaks == "warn":
-        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
-    else:
-        raise LeakError(message)
+    return Checker(workspace, _template_key(request, workspace), request.node.nodeid,
+                   request.config.stash[WORKSPACE_KEY].tracker)
 
 
 @pytest.fixture
@@ -315,41 +280,17 @@ if _async_fixture is not None:
                     await session.close()
             await engine.dispose()
             return
-        key = _template_key(request, _dbtest_workspace)
-        engine = _dbtest_workspace.worker_database(key).async_engine()
-        conn = await engine.connect()
-        trans = await conn.begin()
+        checker = _checker(request, _dbtest_workspace)
+        worker, conn = await checker.abegin()  # what earlier tests may have committed
         session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
         _bind_factories(request, session)
-        tables: list[str] | None = None
         try:
             yield conn, session
         finally:
             try:
                 await session.close()
-                tables = await _async_leaks_before_rollback(conn)
-                if trans.is_active:
-                    await trans.rollback()
-                if tables is None:  # the test broke its transaction: check after rollback
-                    from dbtest import leaks
-
-                    result = await conn.exec_driver_sql(leaks.CHECK_ALL)
-                    tables = sorted(r[0] for r in result.all())
-                    await conn.rollback()
             finally:
-                await conn.close()
-        _report_leaks(request, _dbtest_workspace, key, tables)
-
-    async def _async_leaks_before_rollback(conn: AsyncConnection) -> list[str] | None:
-        from dbtest import leaks
-
-        if not conn.in_transaction():
-            return None
-        try:
-            result = await conn.exec_driver_sql(leaks.CHECK_IN_TRANSACTION)
-        except Exception:  # e.g. the test left the transaction aborted
-            return None
-        return sorted(r[0] for r in result.all())
+                await checker.aend(worker, conn)  # what this test committed; rollback
 
     @pytest.fixture
     def async_db_connection(_dbtest_async: tuple[AsyncConnection, AsyncSession]

@@ -12,6 +12,7 @@ import pytest
 from dbtest.settings import HELP
 
 if TYPE_CHECKING:
+    from dbtest.leaks import Tracker
     from dbtest.workspace import Workspace
 
 __all__ = ["MARKER", "REPORTS_KEY", "SEED_KEY", "WORKSPACE_KEY", "marker_options",
@@ -30,6 +31,16 @@ class _State:
         self._settings: Any = None
         self.workspace: Workspace | None = None
         self.kept: list[tuple[str, str]] = []
+        self._tracker: Tracker | None = None
+
+    @property
+    def tracker(self) -> Tracker:
+        """Who could have leaked into each worker database (see :mod:`dbtest.leaks`)."""
+        if self._tracker is None:
+            from dbtest.leaks import Tracker
+
+            self._tracker = Tracker()
+        return self._tracker
 
     @property
     def settings(self) -> Any:
@@ -140,6 +151,53 @@ def workspace_for(config: pytest.Config) -> Workspace:
                                     run_id=run[:8] if run else None,
                                     shared_run=run if share else None)
     return state.workspace
+
+
+#: fixtures that reach the worker database without a savepoint fixture's own checks
+_ENGINE_FIXTURES = frozenset({"db_engine", "async_db_engine"})
+_SAVEPOINT_FIXTURES = frozenset({"db_connection", "_dbtest_async"})
+
+
+def _engine_checker(item: pytest.Item) -> Any:
+    """The leak checker for a test that uses ``db_engine`` / ``async_db_engine`` but no
+    savepoint fixture (those check themselves), else ``None``."""
+    state = item.config.stash.get(WORKSPACE_KEY, None)
+    ws = state.workspace if state is not None else None
+    if ws is None or not ws.started:
+        return None
+    names = getattr(item, "fixturenames", ())
+    if _ENGINE_FIXTURES.isdisjoint(names):
+        return None
+    if not _SAVEPOINT_FIXTURES.isdisjoint(names) and (
+            marker_options(item).get("isolation") or ws.settings.isolation) == "savepoint":
+        return None
+    from dbtest.leakcheck import Checker
+
+    assert state is not None
+    return Checker(ws, ws.default_key(), item.nodeid, state.tracker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    result = yield
+    checker = _engine_checker(item)
+    if checker is not None:  # after the fixtures: what was committed before the test
+        checker.check_committed(at_setup=True)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    try:
+        result = yield
+        checker = _engine_checker(item)
+        if checker is not None:  # what the test committed through the engine
+            checker.check_committed(at_setup=False)
+        return result
+    finally:
+        state = item.config.stash.get(WORKSPACE_KEY, None)
+        if state is not None and state._tracker is not None:
+            state._tracker.ran(item.nodeid)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -41,6 +41,8 @@ class WorkerDatabase:
     name: str
     url: str
     async_url: str
+    #: whether the DDL event triggers of leak detection are installed (else: fingerprint)
+    ddl_events: bool = True
     _engine: Engine | None = None
     _async_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = \
         field(default_factory=weakref.WeakKeyDictionary)
@@ -187,13 +189,20 @@ class Workspace:
             if found is None:
                 template = self.templates.get(key).name
                 name = self._db_name("w", template)
-                self._clone_with_leak_check(template, name)
+                events = self._clone_with_leak_check(template, name)
                 found = WorkerDatabase(name, self.server.url_for(name),
-                                       self.server.url_for(name, "asyncpg"))
+                                       self.server.url_for(name, "asyncpg"), events)
                 self._workers[key] = found
             return found
 
-    def _clone_with_leak_check(self, template: str, name: str) -> None:
+    def existing_worker(self, key: TemplateKey) -> WorkerDatabase | None:
+        """This process's database for ``key`` if it was made already (else ``None``)."""
+        with self._lock:
+            return self._workers.get(key)
+
+    def _clone_with_leak_check(self, template: str, name: str) -> bool:
+        """Clone ``template`` as ``name`` with the leak record; whether the DDL event
+        triggers are installed (see :func:`dbtest.leaks.install`)."""
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
@@ -203,7 +212,7 @@ class Workspace:
         engine = create_engine(self.server.url_for(name), poolclass=NullPool)
         try:
             with engine.begin() as conn:
-                leaks.install(conn)
+                return leaks.install(conn)
         except BaseException:
             with admin_connection(self.server.dsn) as admin:
                 drop_database(admin, name)
@@ -217,7 +226,7 @@ class Workspace:
 
         worker = self.worker_database(key)
         with worker.engine.connect() as conn:
-            return leaks.touched_tables(conn)
+            return leaks.touched_tables(conn, ddl_events=worker.ddl_events)
 
     def reset_worker_database(self, key: TemplateKey) -> None:
         """Replace the worker database by a new clone (after data leaked into it)."""
@@ -226,7 +235,8 @@ class Workspace:
             worker.dispose()
             with admin_connection(self.server.dsn) as admin:
                 drop_database(admin, worker.name, wait=1.0)
-            self._clone_with_leak_check(self.templates.get(key).name, worker.name)
+            worker.ddl_events = self._clone_with_leak_check(self.templates.get(key).name,
+                                                            worker.name)
 
     # -- fresh databases ------------------------------------------------------------------
     def fresh_database(self, key: TemplateKey) -> FreshDatabase:

@@ -1,0 +1,179 @@
+"""The leak checks at test boundaries, shared by the sync and async fixtures and the
+plugin's hooks (the SQL and the bookkeeping are in :mod:`dbtest.leaks`).
+
+Every test that uses the worker database is checked twice: when it starts (inside its
+transaction, before anything of its own is written: whatever is recorded then was
+committed since the last clean check, by the tests that ran in between) and when it ends
+(inside its transaction, just before the rollback: records of other transactions were
+committed during the test). Tests that use ``db_engine`` / ``async_db_engine`` without a
+savepoint fixture are checked the same way by the plugin's setup and teardown hooks.
+When a check finds something, the worker database is replaced by a new clone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from dbtest.leaks import RECORD_DROPPED, Tracker, check_query, is_missing_record, leak_message
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from dbtest.templates import TemplateKey
+    from dbtest.workspace import WorkerDatabase, Workspace
+
+__all__ = ["Checker"]
+
+
+class Checker:
+    """One test's leak checks on one worker database."""
+
+    def __init__(self, workspace: Workspace, key: TemplateKey, test: str,
+                 tracker: Tracker) -> None:
+        self.workspace = workspace
+        self.key = key
+        self.test = test
+        self.tracker = tracker
+
+    # -- what the checks found -------------------------------------------------------------
+    def _found(self, worker: WorkerDatabase, records: list[str], *, at_setup: bool
+               ) -> None:
+        """Record a clean check, or reset the database and report the leak."""
+        if not records:
+            self.tracker.clean(worker.name)
+            return
+        suspects = self.tracker.suspects(worker.name)
+        self.workspace.reset_worker_database(self.key)  # the next test starts clean either way
+        self.tracker.clean(worker.name)
+        report(leak_message(records, test=self.test, at_setup=at_setup, suspects=suspects),
+               self.workspace.settings.leaks)
+
+    # -- sync ---------------------------------------------------------------------------
+    def begin(self) -> tuple[WorkerDatabase, Connection]:
+        """The test's connection, inside its transaction, after the start check."""
+        worker = self.workspace.worker_database(self.key)
+        conn = worker.engine.connect()
+        conn.begin()
+        query = check_query(in_transaction=False, ddl_events=worker.ddl_events)
+        records = _run(conn, query)
+        if records:
+            conn.rollback()
+            conn.close()
+            self._found(worker, records, at_setup=True)  # raises unless leaks = "warn"
+            worker = self.workspace.worker_database(self.key)
+            conn = worker.engine.connect()
+            conn.begin()
+        else:
+            self.tracker.clean(worker.name)
+        return worker, conn
+
+    def end(self, worker: WorkerDatabase, conn: Connection) -> None:
+        """Check before the rollback (one query), roll back, report."""
+        records: list[str] | None = None
+        try:
+            if conn.in_transaction():
+                query = check_query(in_transaction=True, ddl_events=worker.ddl_events)
+                try:
+                    records = _run(conn, query) if query else None
+                except Exception:  # e.g. the test left its transaction aborted
+                    records = None
+                conn.rollback()
+            if records is None:  # broken transaction, or no DDL events: check after it
+                records = _run(conn, check_query(in_transaction=False,
+                                                 ddl_events=worker.ddl_events))
+                conn.rollback()
+        finally:
+            conn.close()
+        self._found(worker, records, at_setup=False)
+
+    def check_committed(self, *, at_setup: bool) -> None:
+        """Check the worker database from a connection of its own (for tests that use
+        only ``db_engine`` / ``async_db_engine``)."""
+        worker = self.workspace.existing_worker(self.key)
+        if worker is None:
+            return
+        with worker.engine.connect() as conn:
+            records = _run(conn, check_query(in_transaction=False,
+                                             ddl_events=worker.ddl_events))
+            conn.rollback()
+        self._found(worker, records, at_setup=at_setup)
+
+    # -- async --------------------------------------------------------------------------
+    async def abegin(self) -> tuple[WorkerDatabase, AsyncConnection]:
+        """:meth:`begin` on the running event loop's async engine."""
+        worker = self.workspace.worker_database(self.key)
+        conn = await worker.async_engine().connect()
+        await conn.begin()
+        records = await _arun(conn, check_query(in_transaction=False,
+                                                ddl_events=worker.ddl_events))
+        if records:
+            await conn.rollback()
+            await conn.close()
+            self._found(worker, records, at_setup=True)
+            worker = self.workspace.worker_database(self.key)
+            conn = await worker.async_engine().connect()
+            await conn.begin()
+        else:
+            self.tracker.clean(worker.name)
+        return worker, conn
+
+    async def aend(self, worker: WorkerDatabase, conn: AsyncConnection) -> None:
+        """:meth:`end` for an async connection."""
+        records: list[str] | None = None
+        try:
+            if conn.in_transaction():
+                query = check_query(in_transaction=True, ddl_events=worker.ddl_events)
+                try:
+                    records = await _arun(conn, query) if query else None
+                except Exception:  # e.g. the test left its transaction aborted
+                    records = None
+                await conn.rollback()
+            if records is None:
+                records = await _arun(conn, check_query(in_transaction=False,
+                                                        ddl_events=worker.ddl_events))
+                await conn.rollback()
+        finally:
+            await conn.close()
+        self._found(worker, records, at_setup=False)
+
+
+def _records(rows: Any) -> list[str]:
+    return sorted({str(r[0]) for r in rows})
+
+
+def _run(conn: Connection, query: str | None) -> list[str]:
+    if query is None:
+        return []
+    try:
+        return _records(conn.exec_driver_sql(query).all())
+    except Exception as exc:
+        if not is_missing_record(exc):
+            raise
+        conn.rollback()
+        return [RECORD_DROPPED]
+
+
+async def _arun(conn: AsyncConnection, query: str | None) -> list[str]:
+    if query is None:
+        return []
+    try:
+        return _records((await conn.exec_driver_sql(query)).all())
+    except Exception as exc:
+        if not is_missing_record(exc):
+            raise
+        await conn.rollback()
+        return [RECORD_DROPPED]
+
+
+def report(message: str, mode: str) -> None:
+    """Raise :class:`~dbtest.errors.LeakError`, or warn when ``leaks = "warn"``."""
+    if mode == "warn":
+        import pytest
+
+        warnings.warn(message, pytest.PytestWarning, stacklevel=2)
+        return
+    from dbtest.errors import LeakError
+
+    raise LeakError(message)
