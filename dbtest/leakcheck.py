@@ -144,15 +144,23 @@ def _records(rows: Any) -> list[str]:
 
 
 def _run(conn: Connection, query: str | None) -> list[str]:
+    """Run ``query`` through the DBAPI cursor: SQLAlchemy's statement machinery would be
+    most of the check's cost. The query has no parameters (psycopg sends it as is)."""
     if query is None:
         return []
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
     try:
-        return _records(conn.exec_driver_sql(query).all())
+        cursor.execute(query)
+        return _records(cursor.fetchall())
     except Exception as exc:
         if not is_missing_record(exc):
             raise
         conn.rollback()
         return [RECORD_DROPPED]
+    finally:
+        cursor.close()
 
 
 async def _arun(conn: AsyncConnection, query: str | None) -> list[str]:
