@@ -39,8 +39,8 @@ import _peers  # a sibling file, not a package
 from _peers import ms, p90, print_table, verdict
 
 REPO = Path(__file__).resolve().parent.parent
-SUMMARY = re.compile(r"template (\S+) \((.*?)\): (built, (\d+) migration step\(s\) applied|"
-                     r"reused, 0 migration steps applied) in (\d+) ms")
+SUMMARY = re.compile(r"template (\S+) \((.*?)\): ((?:re)?built(?: because .*?;|,) (\d+) "
+                     r"migration step\(s\) applied|reused \(verified in \d+ ms\)) in (\d+) ms")
 SUITES = [  # key, label, the trivial suite it is compared with
     ("bare", "{n} trivial sync tests", None),
     ("bare_async", "{n} trivial async tests", None),

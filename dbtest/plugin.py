@@ -230,8 +230,13 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
 
 
 def _template_line(record: dict[str, Any]) -> str:
-    what = (f"built, {record['steps']} migration step(s) applied" if record["built"]
-            else "reused, 0 migration steps applied")
+    if record["built"]:
+        what = f"built, {record['steps']} migration step(s) applied"
+        if record.get("reason"):
+            what = f"rebuilt because {record['reason']}; {record['steps']} migration step(s) " \
+                   f"applied"
+    else:
+        what = f"reused (verified in {record.get('verify_ms', 0):.0f} ms)"
     seeds = f", seeds {','.join(record['seeds'])}" if record["seeds"] else ""
     who = f" by {record['worker']}" if record.get("worker", "main") != "main" else ""
     return (f"template {record['name']} ({record['schema'] or 'empty'}{seeds}): {what}{who} "
@@ -243,7 +248,8 @@ def _records(state: _State) -> list[dict[str, Any]]:
     if ws is None or not ws.started:
         return []
     return [{"name": i.name, "schema": i.key.schema, "seeds": list(i.key.seeds),
-             "built": i.built, "steps": i.steps, "ms": i.seconds * 1000, "worker": ws.worker}
+             "built": i.built, "steps": i.steps, "ms": i.seconds * 1000, "worker": ws.worker,
+             "reason": i.reason, "verify_ms": i.verify_seconds * 1000}
             for i in ws.templates.stats]
 
 

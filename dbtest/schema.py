@@ -44,6 +44,11 @@ class SchemaSource(Protocol):
     def verify(self, connection: Connection) -> str | None:
         """``None`` when the database holds this schema, else what is wrong."""
 
+    def expectation(self) -> str | None:
+        """What the source says the built schema is, cheaply (the metadata's tables and
+        columns, the Alembic heads); stored in the template's mark and compared on reuse.
+        ``None`` when the source cannot say."""
+
 
 @dataclass(frozen=True)
 class SchemaSpec:
@@ -88,6 +93,17 @@ def _import(module: str, root: Path, spec: str) -> Any:
                           f"Fix the module or the schema setting.") from exc
 
 
+def _module_inputs(module: str, root: Path, extra: Path | None = None) -> str:
+    """A hash of ``module``'s file (and ``extra``) and of every project-local module they
+    import, transitively (see :mod:`dbtest._inputs`)."""
+    from dbtest._inputs import hash_files, local_closure
+
+    start = [Path(f) for f in (getattr(sys.modules.get(module), "__file__", None),) if f]
+    if extra is not None:
+        start.append(extra)
+    return hash_files(local_closure(start, root), root)
+
+
 def _attr(module: str, name: str, root: Path, spec: str) -> Any:
     mod = _import(module, root, spec)
     try:
@@ -114,6 +130,7 @@ class MetadataSource:
                               f"declarative Base (got {type(value).__name__}). Point the schema "
                               f"setting at a MetaData or a declarative Base.")
         self.metadata: MetaData = metadata
+        self.inputs = _module_inputs(module, root)
 
     def fingerprint(self) -> str:
         from sqlalchemy.dialects import postgresql
@@ -125,11 +142,12 @@ class MetadataSource:
             ddl.append(str(CreateTable(table).compile(dialect=dialect)))
             ddl.extend(str(CreateIndex(ix).compile(dialect=dialect))
                        for ix in sorted(table.indexes, key=lambda i: str(i.name)))
-        return _hash("metadata", *ddl)
+        # the imported modules too: events (after_create DDL), mixins, ... shape the schema
+        return _hash("metadata", self.inputs, *ddl)
 
     def apply(self, connection: Connection) -> int:
         self.metadata.create_all(connection)
-        return 1
+        return len(self.metadata.sorted_tables)  # one step per table created
 
     def verify(self, connection: Connection) -> str | None:
         from sqlalchemy import inspect as sa_inspect
@@ -137,7 +155,23 @@ class MetadataSource:
         have = set(sa_inspect(connection).get_table_names(schema=self.metadata.schema))
         missing = sorted(t.name for t in self.metadata.sorted_tables
                          if t.schema == self.metadata.schema and t.name not in have)
-        return f"tables missing: {', '.join(missing)}" if missing else None
+        if missing:
+            return f"tables missing: {', '.join(missing)}"
+        want = {(t.name, c.name) for t in self.metadata.sorted_tables
+                if t.schema == self.metadata.schema for c in t.columns}
+        rows = connection.exec_driver_sql(
+            "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = "
+            "a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attnum > 0 "
+            "AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND n.nspname = "
+            "coalesce(%(schema)s, current_schema())",
+            {"schema": self.metadata.schema}).all()
+        lacking = sorted(f"{t}.{c}" for t, c in want - {(r[0], r[1]) for r in rows})
+        return f"columns missing: {', '.join(lacking)}" if lacking else None
+
+    def expectation(self) -> str | None:
+        return _hash("tables", *sorted(f"{t.schema}.{t.name}.{c.name}"
+                                       for t in self.metadata.sorted_tables
+                                       for c in t.columns))
 
 
 class CallableSource:
@@ -153,13 +187,16 @@ class CallableSource:
             raise ConfigError(f"schema {spec!r}: {module}.{attr} is not callable (got "
                               f"{type(self.func).__name__}). Point the schema setting at a "
                               f"function taking a SQLAlchemy Connection.")
+        try:
+            where = Path(inspect.getsourcefile(self.func) or "")
+        except TypeError:
+            where = None
+        self.inputs = _module_inputs(module, root, where if where and where.is_file()
+                                     else None)
 
     def fingerprint(self) -> str:
-        try:
-            source = Path(inspect.getsourcefile(self.func) or "").read_bytes()
-        except (OSError, TypeError):
-            source = repr(self.func).encode()
-        return _hash("callable", self.spec, source)
+        # the callable's file and every project-local module it imports, transitively
+        return _hash("callable", self.spec, self.inputs)
 
     def apply(self, connection: Connection) -> int:
         try:
@@ -171,6 +208,9 @@ class CallableSource:
         return 1
 
     def verify(self, connection: Connection) -> str | None:
+        return None
+
+    def expectation(self) -> str | None:
         return None
 
 
@@ -214,6 +254,9 @@ class SqlSource:
     def verify(self, connection: Connection) -> str | None:
         return None
 
+    def expectation(self) -> str | None:
+        return None
+
 
 class AlembicSource:
     """``alembic:<alembic.ini>``: ``alembic upgrade head`` through the user's env.py."""
@@ -238,6 +281,7 @@ class AlembicSource:
             raise ConfigError(f"schema {spec!r}: {self.ini}: {problem}. Check script_location.") \
                 from None
         self.versions = Path(self.script.versions)
+        self.root = root
 
     def heads(self) -> tuple[str, ...]:
         heads = tuple(sorted(self.script.get_heads()))
@@ -247,11 +291,20 @@ class AlembicSource:
         return heads
 
     def fingerprint(self) -> str:
-        base = Path(self.script.dir)
-        files = sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in
-                       p.parts and p.suffix in (".py", ".mako", ".sql", ".ini", ""))
-        return _hash("alembic", self.ini.read_bytes(),
-                     *(c for f in files for c in (str(f.relative_to(base)), f.read_bytes())))
+        """The ini, every file of the script folder (env.py, script.py.mako, versions) and
+        of each version location, and the project-local modules these import."""
+        from dbtest._inputs import hash_files, local_closure
+
+        folders = {Path(self.script.dir).resolve()}
+        folders.update(Path(p).resolve() for p in self.script._version_locations)
+        files = {p.resolve() for d in folders if d.is_dir() for p in d.rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts
+                 and p.suffix in (".py", ".mako", ".sql", ".ini", "")}
+        files.add(self.ini.resolve())
+        return _hash("alembic", hash_files(local_closure(files, self.root), self.root))
+
+    def expectation(self) -> str | None:
+        return "heads " + ",".join(self.heads())
 
     def apply(self, connection: Connection) -> int:
         from alembic import command

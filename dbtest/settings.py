@@ -37,6 +37,8 @@ HELP: dict[str, str] = {
     "seed": "random seed for Faker and factories (default: derived from each test id)",
     "port": "listen on 127.0.0.1:<port> (0 = a free port) instead of a private unix socket",
     "pool_size": "fresh_db databases kept cloned ahead of time",
+    "schema_inputs": "further files that shape the schema (globs, comma separated): a "
+    "change rebuilds the template",
 }
 
 
@@ -63,6 +65,7 @@ class Settings:
     seed: int | None = None
     port: int | None = None
     pool_size: int = 2
+    schema_inputs: tuple[str, ...] = ()
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -171,7 +174,7 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
     if key in ("seeds", "cache_dir", "pg_bin"):
         path = Path(os.path.expanduser(str(value)))
         return path if path.is_absolute() else root / path
-    if key == "template_seeds":
+    if key in ("template_seeds", "schema_inputs"):
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if str(s).strip())
     if key in ("seed", "port", "pool_size"):

@@ -45,8 +45,12 @@ class TemplateInfo:
     name: str
     key: TemplateKey
     built: bool  # built by this process (False: found ready)
-    steps: int  # migration steps applied by this process (0 when reused)
+    steps: int  # migration steps this process applied (built only)
     seconds: float
+    #: why an existing template was not used (it was rebuilt), else ``None``
+    reason: str | None = None
+    #: time spent verifying a reused template (its mark and catalog), seconds
+    verify_seconds: float = 0.0
 
 
 @dataclass
@@ -57,6 +61,8 @@ class TemplateCache:
     root: Path
     seeds_dir: Path
     seed: int = 0
+    #: globs of further files that shape the schema (the ``schema_inputs`` setting)
+    inputs: tuple[str, ...] = ()
     _ready: dict[TemplateKey, TemplateInfo] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,6 +75,11 @@ class TemplateCache:
         """The template's name: a hash of its inputs."""
         parts = [f"format={TEMPLATE_FORMAT}", f"major={self.server.major}",
                  f"schema={source.fingerprint() if source else '-'}"]
+        if self.inputs:
+            from dbtest._inputs import hash_files, matching_files
+
+            files = matching_files(self.inputs, self.root)
+            parts.append(f"inputs={hash_files(files, self.root)}")
         if key.seeds:
             from dbtest.seeding import seed_fingerprint
 
@@ -89,67 +100,86 @@ class TemplateCache:
         with admin_connection(self.server.dsn) as admin:
             # the common case, a ready template, needs no lock: many processes starting at
             # once would otherwise queue to check it one by one
-            if self._ready_unlocked(admin, name, source):
-                return TemplateInfo(name, key, False, 0, time.perf_counter() - started)
+            checked = time.perf_counter()
+            problem = self._ready_unlocked(admin, name, source)
+            if problem is None:
+                now = time.perf_counter()
+                return TemplateInfo(name, key, False, 0, now - started,
+                                    verify_seconds=now - checked)
             lock_id = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big",
                                      signed=True)
             admin.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
             try:
-                if self._usable(admin, name, source):
-                    return TemplateInfo(name, key, False, 0, time.perf_counter() - started)
+                checked = time.perf_counter()
+                problem = self._usable(admin, name, source)
+                if problem is None:
+                    now = time.perf_counter()
+                    return TemplateInfo(name, key, False, 0, now - started,
+                                        verify_seconds=now - checked)
                 steps = self._build(admin, name, key, source)
             finally:
                 admin.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
         if self.server.on_template_built is not None:
             self.server.on_template_built(name)
-        return TemplateInfo(name, key, True, steps, time.perf_counter() - started)
+        reason = None if problem == _ABSENT else problem
+        return TemplateInfo(name, key, True, steps, time.perf_counter() - started, reason)
 
-    def _ready_unlocked(self, admin: Any, name: str, source: SchemaSource | None) -> bool:
-        """Whether ``name`` is a ready, verified template (read without the lock; anything
-        else is decided under it)."""
+    def _ready_unlocked(self, admin: Any, name: str, source: SchemaSource | None
+                        ) -> str | None:
+        """``None`` when ``name`` is a ready, verified template (read without the lock;
+        anything else is decided under it), else why not."""
         try:
             mark = database_mark(admin, name)
         except DbtestError:
-            return False
+            return _ABSENT
         if mark is None or mark.get("state") != "ready":
-            return False
-        if source is not None and self._verify(name, source) is not None:
-            return False
-        _touch(admin, name, mark)
-        return True
+            return _ABSENT
+        problem = self._verify(name, source, mark)
+        if problem is None:
+            _touch(admin, name, mark)
+        return problem
 
-    def _usable(self, admin: Any, name: str, source: SchemaSource | None) -> bool:
+    def _usable(self, admin: Any, name: str, source: SchemaSource | None) -> str | None:
+        """``None`` when ``name`` can be used; else why not, after dropping what stands
+        in the way of a rebuild (never a database dbtest did not make)."""
         try:
             mark = database_mark(admin, name)
         except DbtestError:
-            return False  # does not exist
+            return _ABSENT
         if mark is None:
             raise TemplateError(f"database {name!r} exists but was not made by dbtest; "
                                 f"refusing to use or replace it. Drop or rename it.")
-        if mark.get("state") == "ready" and source is not None:
-            problem = self._verify(name, source)
+        if mark.get("state") == "ready":
+            problem = self._verify(name, source, mark)
             if problem is None:
                 _touch(admin, name, mark)
-                return True
-            # never use a wrong template: rebuild it
-            drop_database(admin, name)
-            return False
-        if mark.get("state") == "ready":
-            _touch(admin, name, mark)
-            return True
+                return None
+            drop_database(admin, name)  # never use a wrong template: rebuild it
+            return problem
         drop_database(admin, name)  # a half-built one from a crashed run
-        return False
+        return _ABSENT
 
-    def _verify(self, name: str, source: SchemaSource) -> str | None:
+    def _verify(self, name: str, source: SchemaSource | None, mark: dict[str, Any]
+                ) -> str | None:
+        """Why the template ``name`` must not be used, or ``None``: what the source says
+        now against what the mark recorded at build time (no connection), then the
+        template's catalog against the hash in the mark, and the source's own check."""
         from sqlalchemy import create_engine
 
-        if not source.verifies:
+        expect = source.expectation() if source is not None else None
+        if "expect" in mark and mark["expect"] != expect:
+            what = "the Alembic heads" if str(expect).startswith("heads") else \
+                "the tables and columns the schema source defines"
+            return f"{what} differ from what the template was built with"
+        if "catalog" not in mark and (source is None or not source.verifies):
             return None
-
         engine = create_engine(self.server.url_for(name), poolclass=_null_pool())
         try:
             with engine.connect() as conn:
-                return source.verify(conn)
+                if "catalog" in mark and catalog_hash(conn) != mark["catalog"]:
+                    return "its tables or columns changed after it was built"
+                return source.verify(conn) if source is not None and source.verifies \
+                    else None
         finally:
             engine.dispose()
 
@@ -175,12 +205,13 @@ class TemplateCache:
                     from dbtest.seeding import load_seeds
 
                     load_seeds(conn, key.seeds, self.seeds_dir, seed=self.seed)
-            if source is not None:
-                with engine.connect() as conn:
-                    problem = source.verify(conn)
-                if problem:
-                    raise TemplateError(f"template for {source.spec!r} failed verification "
-                                        f"after building: {problem}")
+            with engine.connect() as conn:
+                problem = source.verify(conn) if source is not None else None
+                catalog = catalog_hash(conn)
+            if problem:
+                assert source is not None
+                raise TemplateError(f"template for {source.spec!r} failed verification "
+                                    f"after building: {problem}")
         except BaseException:
             engine.dispose()
             drop_database(admin, building)
@@ -196,7 +227,8 @@ class TemplateCache:
 
         mark_database(admin, name, purpose="template", mark={
             "state": "ready", "schema": key.schema, "seeds": list(key.seeds),
-            "steps": steps, "used": time.time()})
+            "steps": steps, "used": time.time(), "catalog": catalog,
+            "expect": source.expectation() if source is not None else None})
         return steps
 
     def clone(self, template: str, name: str, purpose: str) -> str:
@@ -205,6 +237,27 @@ class TemplateCache:
             create_database(admin, name, purpose=purpose, template=template,
                             strategy=_strategy(self.server))
         return name
+
+
+#: the reason :meth:`TemplateCache._usable` gives when there is no template to use yet
+_ABSENT = "absent"
+
+#: the tables and columns (with types) of a database's user schemas
+_CATALOG = """
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbtest_internal')
+  AND left(n.nspname, 3) <> 'pg_'
+ORDER BY 1, 2, 3
+"""
+
+
+def catalog_hash(connection: Any) -> str:
+    """A hash of the tables, views and columns (with types) of a database."""
+    rows = connection.exec_driver_sql(_CATALOG).all()
+    return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()[:16]
 
 
 def _touch(admin: Any, name: str, mark: dict[str, Any]) -> None:

@@ -167,7 +167,8 @@ class Workspace:
 
                 server.on_template_built = built
                 self._templates = TemplateCache(self.server, self.settings.root,
-                                                self.settings.seeds, seed=self.settings.seed or 0)
+                                                self.settings.seeds, seed=self.settings.seed or 0,
+                                                inputs=self.settings.schema_inputs)
             return self._templates
 
     def default_key(self) -> TemplateKey:

@@ -174,3 +174,139 @@ def test_metadata_module_import_error_is_shown(own_server: PostgresServer,
     (tmp_path / "broken_models_mod.py").write_text("import nonexistent_dep_abc\n")
     with pytest.raises(ConfigError, match="nonexistent_dep_abc"):
         cache(own_server, tmp_path).get(TemplateKey("metadata:broken_models_mod:Base"))
+
+
+# -- freshness: every input of every source kind counts ---------------------------------
+def _fresh_import(*names: str) -> None:
+    """Forget modules a previous build imported, as a new pytest process would."""
+    import sys
+
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def columns(server: PostgresServer, db: str, table: str) -> list[str]:
+    with psycopg.connect(server.dsn_for(db)) as conn:
+        rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                            "table_name = %s ORDER BY ordinal_position", (table,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_callable_rebuilt_when_a_module_it_imports_changes(
+        own_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fr_pkg").mkdir()
+    (tmp_path / "fr_pkg" / "__init__.py").write_text("")
+    (tmp_path / "fr_pkg" / "cols.py").write_text("COLUMNS = ['id int']\n")
+    (tmp_path / "fr_schema.py").write_text(
+        "from fr_pkg import cols\n\n\ndef create(connection):\n"
+        "    from sqlalchemy import text\n"
+        "    connection.execute(text(f\"CREATE TABLE fr ({', '.join(cols.COLUMNS)})\"))\n")
+    key = TemplateKey("callable:fr_schema:create")
+    first = cache(own_server, tmp_path).get(key)
+    (tmp_path / "fr_pkg" / "cols.py").write_text("COLUMNS = ['id int', 'nickname text']\n")
+    _fresh_import("fr_schema", "fr_pkg", "fr_pkg.cols")
+    second = cache(own_server, tmp_path).get(key)
+    assert second.name != first.name and second.built
+    assert columns(own_server, second.name, "fr") == ["id", "nickname"]
+
+
+def test_metadata_rebuilt_when_an_imported_module_changes_what_ddl_does_not_show(
+        own_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "md_models.py").write_text(textwrap.dedent('''
+        from sqlalchemy import Column, Integer, MetaData, Table
+        metadata = MetaData()
+        things = Table("things", metadata, Column("id", Integer, primary_key=True))
+        import md_events  # noqa: E402  registers DDL that CREATE TABLE does not show
+    '''))
+    events = '''
+        from sqlalchemy import DDL, event
+        from md_models import things
+        event.listen(things, "after_create", DDL("CREATE VIEW v AS SELECT {} AS x"))
+    '''
+    (tmp_path / "md_events.py").write_text(textwrap.dedent(events.format(1)))
+    key = TemplateKey("metadata:md_models:metadata")
+    first = cache(own_server, tmp_path).get(key)
+    (tmp_path / "md_events.py").write_text(textwrap.dedent(events.format(2)))
+    _fresh_import("md_models", "md_events")
+    second = cache(own_server, tmp_path).get(key)
+    assert second.name != first.name and second.built
+    with psycopg.connect(own_server.dsn_for(second.name)) as conn:
+        assert conn.execute("SELECT x FROM v").fetchone() == (2,)
+
+
+def _alembic_project(tmp_path: Path) -> Path:
+    import shutil
+
+    project = tmp_path / "ex"
+    shutil.copytree(EXAMPLE_INI.parent, project, ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def test_alembic_rebuilt_when_env_py_or_a_module_a_revision_imports_changes(
+        own_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    project = _alembic_project(tmp_path)
+    (tmp_path / "al_consts.py").write_text("LIMIT = 10\n")
+    rev = project / "alembic" / "versions" / "0003_tags.py"
+    rev.write_text(rev.read_text() + "\nimport al_consts  # noqa: E402,F401\n")
+    key = TemplateKey(f"alembic:{project / 'alembic.ini'}")
+    names = [cache(own_server, tmp_path).get(key).name]
+    (tmp_path / "al_consts.py").write_text("LIMIT = 20\n")
+    names.append(cache(own_server, tmp_path).get(key).name)
+    env = project / "alembic" / "env.py"
+    env.write_text(env.read_text() + "\n# changed\n")
+    again = cache(own_server, tmp_path).get(key)
+    names.append(again.name)
+    assert len(set(names)) == 3 and again.built
+
+
+def test_schema_inputs_globs_count(own_server: PostgresServer, tmp_path: Path) -> None:
+    write_sql(tmp_path, "001.sql", "CREATE TABLE si (id int);")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("1\n")
+    key = TemplateKey("sql:sql/*.sql")
+
+    def name() -> str:
+        return TemplateCache(own_server, tmp_path, tmp_path / "seeds",
+                             inputs=("data/**/*.csv",)).get(key).name
+
+    first = name()
+    (tmp_path / "data" / "a.csv").write_text("2\n")
+    assert name() != first
+
+
+def test_reuse_is_verified_and_a_changed_template_rebuilt_saying_why(
+        own_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "vr_models.py").write_text(
+        "from sqlalchemy import Column, Integer, MetaData, Table, Text\nmetadata = MetaData()\n"
+        "Table('vr', metadata, Column('id', Integer, primary_key=True), Column('note', Text))\n")
+    key = TemplateKey("metadata:vr_models:metadata")
+    info = cache(own_server, tmp_path).get(key)
+    reused = cache(own_server, tmp_path).get(key)
+    assert not reused.built and reused.reason is None and reused.verify_seconds > 0
+    with admin_connection(own_server.dsn) as admin:  # a hand edit the fingerprint cannot see
+        admin.execute(f'ALTER DATABASE "{info.name}" IS_TEMPLATE false')
+    with psycopg.connect(own_server.dsn_for(info.name), autocommit=True) as conn:
+        conn.execute("ALTER TABLE vr DROP COLUMN note")
+    rebuilt = cache(own_server, tmp_path).get(key)
+    assert rebuilt.built and rebuilt.name == info.name
+    assert rebuilt.reason == "its tables or columns changed after it was built"
+    assert columns(own_server, rebuilt.name, "vr") == ["id", "note"]
+
+
+def test_template_whose_mark_disagrees_with_the_alembic_heads_is_rebuilt(
+        own_server: PostgresServer, tmp_path: Path) -> None:
+    from dbtest.databases import mark_database
+
+    key = TemplateKey(f"alembic:{EXAMPLE_INI}")
+    info = cache(own_server, tmp_path).get(key)
+    with admin_connection(own_server.dsn) as admin:
+        mark = database_mark(admin, info.name)
+        assert mark is not None and mark["expect"] == "heads 0005_shop"
+        mark_database(admin, info.name, purpose="template",
+                      mark={**mark, "expect": "heads 0004_old"})
+    rebuilt = cache(own_server, tmp_path).get(key)
+    assert rebuilt.built and rebuilt.reason is not None and "Alembic heads" in rebuilt.reason
