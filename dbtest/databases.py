@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dbtest.errors import DbtestError, ProvisionError, RefusedError, TemplateError, mask_url
+from dbtest.errors import (
+    DbtestError,
+    MaskedStr,
+    ProvisionError,
+    RefusedError,
+    TemplateError,
+    mask_url,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,6 +60,7 @@ def admin_connection(dsn: str, dbname: str = "postgres") -> Iterator[psycopg.Con
     """An autocommit psycopg connection to the maintenance database of ``dsn``'s server."""
     import psycopg
 
+    dsn = MaskedStr(dsn)  # a traceback's locals show it masked
     try:
         conn = psycopg.connect(dsn, dbname=dbname, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:

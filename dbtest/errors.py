@@ -31,6 +31,7 @@ __all__ = [
     "DbAssertionError",
     "DbtestError",
     "LeakError",
+    "MaskedStr",
     "MigrationError",
     "PostgresNotFound",
     "ProvisionError",
@@ -51,6 +52,16 @@ def mask_url(text: str) -> str:
     """Return ``text`` with every password in a URL or conninfo string replaced by ``***``."""
     text = _URL_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
     return _DSN_PASSWORD.sub(lambda m: m.group("pre") + "***", text)
+
+
+class MaskedStr(str):
+    """A URL or conninfo string whose ``repr`` masks its password: a traceback's frame
+    locals (``--showlocals``) print the repr, so a frame holding one shows no secret."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask_url(str(self)))
 
 
 class DbtestError(Exception):

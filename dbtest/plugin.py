@@ -73,17 +73,13 @@ def _cli_values(config: pytest.Config) -> dict[str, Any]:
     return {name: config.getoption(f"dbtest_{name}") for name in _OPTIONS}
 
 
-def _marker_signature(*, isolation: str | None = None, seeds: list[str] | None = None,
-                      schema: str | None = None) -> dict[str, Any]:
-    return {"isolation": isolation, "seeds": seeds, "schema": schema}
-
-
+_MARKER_KEYS = ("isolation", "seeds", "schema")
 _MARKER_KEY = pytest.StashKey[dict[str, Any]]()
 
 
 def marker_options(item: pytest.Item) -> dict[str, Any]:
     """The merged ``@pytest.mark.dbtest(...)`` options of ``item`` (closest wins); read
-    once per test (several fixtures ask)."""
+    once per test (several fixtures ask; collection validated them already)."""
     found = item.stash.get(_MARKER_KEY, None)
     if found is None:
         found = item.stash[_MARKER_KEY] = _read_marker(item)
@@ -94,26 +90,111 @@ def _read_marker(item: pytest.Item) -> dict[str, Any]:
     from dbtest.errors import ConfigError
 
     merged: dict[str, Any] = {}
+    usage = f"Use {MARKER.split(':')[0]} (keyword arguments only)."
     for mark in reversed(list(item.iter_markers("dbtest"))):
-        try:
-            values = _marker_signature(*mark.args, **mark.kwargs)
-        except TypeError as exc:
-            problem = str(exc).replace(f"{_marker_signature.__name__}()", "dbtest()")
-            raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: {problem}."
-                              f" Use {MARKER.split(':')[0]} (keyword arguments only).") from None
-        merged.update({k: v for k, v in values.items() if v is not None})
+        if mark.args:
+            raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: "
+                              f"positional {mark.args!r}. {usage}")
+        for key in mark.kwargs:
+            if key not in _MARKER_KEYS:
+                import difflib
+
+                near = difflib.get_close_matches(key, _MARKER_KEYS, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: "
+                                  f"unknown key {key!r}{hint}. {usage}")
+        merged.update({k: v for k, v in mark.kwargs.items() if v is not None})
     iso = merged.get("isolation")
     if iso is not None and iso not in ("savepoint", "fresh"):
         raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(isolation={iso!r}) must be "
                           f"'savepoint' or 'fresh'; use one of those")
     seeds = merged.get("seeds")
     if isinstance(seeds, str):
-        merged["seeds"] = [seeds]
-    if merged.get("schema") is not None:
+        merged["seeds"] = seeds = [seeds]
+    if seeds is not None and (not isinstance(seeds, (list, tuple)) or
+                              not all(isinstance(s, str) and s for s in seeds)):
+        raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(seeds={seeds!r}) must be a "
+                          f"seed set name or a list of them, e.g. seeds=['base']")
+    schema = merged.get("schema")
+    if schema is not None:
+        if not isinstance(schema, str):
+            raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(schema={schema!r}) must be "
+                              f"a string such as 'metadata:myapp.models:Base'")
         from dbtest.schema import parse_schema_spec
 
-        parse_schema_spec(merged["schema"], where=f"{item.nodeid}: mark.dbtest(schema=...)")
+        parse_schema_spec(schema, where=f"{item.nodeid}: mark.dbtest(schema=...)")
     return merged
+
+
+def _engine_conflict(item: pytest.Item, opts: dict[str, Any], settings: Any) -> str | None:
+    """Why ``item``'s marker cannot apply to the session-scoped engines it uses, or None."""
+    used = sorted(_ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    schema, seeds = opts.get("schema"), opts.get("seeds") or ()
+    other_schema = schema is not None and schema != settings.schema
+    other_seeds = not set(seeds) <= set(settings.template_seeds)
+    if not used or not (other_schema or other_seeds):
+        return None
+    what = ", ".join(f"{k}={opts[k]!r}" for k in ("schema", "seeds") if opts.get(k))
+    return (f"{item.nodeid}: @pytest.mark.dbtest({what}) cannot apply to {' and '.join(used)}:"
+            f" session-scoped, they serve the configured template (schema "
+            f"{settings.schema or 'none'}). Use db / db_connection / async_db, or fresh_db and "
+            f"its .engine, in a test with this marker (or drop {' and '.join(used)} from it).")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """Validate each marked test's ``@pytest.mark.dbtest`` as it is collected: a bad key or
+    value is a collection error naming the test and the key."""
+    result = yield
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if isinstance(item, pytest.Function) and item.get_closest_marker("dbtest"):
+            from dbtest.errors import ConfigError
+
+            try:
+                opts = marker_options(item)
+            except ConfigError as exc:
+                raise collector.CollectError(str(exc)) from None
+            try:
+                settings = item.config.stash[WORKSPACE_KEY].settings
+            except ConfigError:  # reported once, when collection ends
+                continue
+            problem = _engine_conflict(item, opts, settings)
+            if problem:
+                raise collector.CollectError(problem)
+    return result
+
+
+def _settings_or_usage_error(config: pytest.Config) -> Any:
+    """The resolved settings; a settings error stops the run with its message alone."""
+    from dbtest.errors import ConfigError
+
+    try:
+        return config.stash[WORKSPACE_KEY].settings
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+#: fixtures that need the settings (every database fixture goes through the workspace)
+_SETTINGS_FIXTURES = frozenset({"_dbtest_workspace", "faker"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # an xdist controller checks the settings before it starts workers (a worker's error
+    # would crash it); its run is a database run anyway
+    if _is_xdist_controller(session.config):
+        _settings_or_usage_error(session.config)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Settings errors stop the run once, before any test, with the message alone (not
+    one traceback per test); runs that use no dbtest fixture never read them."""
+    if hasattr(session.config, "workerinput"):
+        return  # the controller checked them
+    if any(not _SETTINGS_FIXTURES.isdisjoint(getattr(i, "fixturenames", ()))
+           for i in session.items):
+        _settings_or_usage_error(session.config)
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -291,6 +372,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.workspace.close()
         state.workspace = None
     if _is_xdist_controller(config):
+        from dbtest.errors import ConfigError
         from dbtest.provision.shared import stop_shared
 
-        stop_shared(state.settings.cache_dir, config.option.testrunuid)
+        try:
+            settings = state.settings
+        except ConfigError:  # reported at the start; no worker ran, no server started
+            return
+        stop_shared(settings.cache_dir, config.option.testrunuid)

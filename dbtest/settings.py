@@ -69,6 +69,13 @@ class Settings:
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
+    def __repr__(self) -> str:  # the url's password never shows (tracebacks, --showlocals)
+        from dbtest.errors import mask_url
+
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
+                           for f in dataclasses.fields(self))
+        return mask_url(f"Settings({fields})")
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated."""
         return resolve(overrides={**dataclasses.asdict(self), **changes}, read_env=False,
@@ -134,8 +141,13 @@ def resolve(
         root = pyproject.parent if pyproject else Path.cwd()
     unknown = sorted(set(file_values) - set(_FIELDS))
     if unknown:
+        import difflib
+
+        near = [f"{k} -> {m[0]}" for k in unknown
+                if (m := difflib.get_close_matches(k, _FIELDS, n=1))]
+        hint = f" (did you mean: {', '.join(near)}?)" if near else ""
         raise ConfigError(
-            f"{pyproject}: unknown key(s) in [tool.dbtest]: {', '.join(unknown)}. "
+            f"{pyproject}: unknown key(s) in [tool.dbtest]: {', '.join(unknown)}{hint}. "
             f"Known keys: {', '.join(_FIELDS)}. Rename or remove the unknown key(s)."
         )
     merged: dict[str, tuple[Any, str]] = {}

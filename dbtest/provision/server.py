@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dbtest.databases import DropReport, admin_connection, create_database, drop_database
+from dbtest.errors import MaskedStr
 
 __all__ = ["ConnectionParams", "PostgresServer"]
 
@@ -19,7 +20,7 @@ class ConnectionParams:
     host: str  # a unix socket folder (starts with "/") or a host name
     port: int
     user: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a traceback
     dbname: str = "postgres"
 
     def dsn(self, dbname: str | None = None) -> str:
@@ -28,7 +29,7 @@ class ConnectionParams:
                  "dbname": dbname or self.dbname}
         if self.password:
             parts["password"] = self.password
-        return " ".join(f"{k}={_quote_conninfo(v)}" for k, v in parts.items())
+        return MaskedStr(" ".join(f"{k}={_quote_conninfo(v)}" for k, v in parts.items()))
 
     def url(self, dbname: str | None = None, driver: str = "psycopg") -> str:
         """A SQLAlchemy URL for ``driver`` (psycopg, asyncpg, psycopg2...)."""
@@ -38,8 +39,9 @@ class ConnectionParams:
         name = quote(dbname or self.dbname, safe="")
         scheme = f"postgresql+{driver}" if driver else "postgresql"
         if self.host.startswith("/"):
-            return f"{scheme}://{auth}@/{name}?host={quote(self.host, safe='/')}&port={self.port}"
-        return f"{scheme}://{auth}@{self.host}:{self.port}/{name}"
+            return MaskedStr(f"{scheme}://{auth}@/{name}?host={quote(self.host, safe='/')}"
+                             f"&port={self.port}")
+        return MaskedStr(f"{scheme}://{auth}@{self.host}:{self.port}/{name}")
 
 
 def _quote_conninfo(value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from dbtest.errors import ConfigError, ProvisionError, mask_url
+from dbtest.errors import ConfigError, MaskedStr, ProvisionError, mask_url
 from dbtest.provision.server import ConnectionParams, PostgresServer
 
 __all__ = ["connect_url", "parse_url"]
@@ -14,6 +14,7 @@ _SCHEMES = ("postgresql", "postgres")
 
 def parse_url(url: str) -> ConnectionParams:
     """Connection parameters from a ``postgresql[+driver]://`` URL."""
+    url = MaskedStr(url)  # a traceback's locals show it masked
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in _SCHEMES:
@@ -36,9 +37,10 @@ def connect_url(url: str) -> PostgresServer:
     """Check the server at ``url`` answers and may create databases; describe it."""
     import psycopg
 
+    url = MaskedStr(url)  # a traceback's locals show it masked
     params = parse_url(url)
     try:
-        with psycopg.connect(params.dsn(), connect_timeout=10) as conn:
+        with psycopg.connect(MaskedStr(params.dsn()), connect_timeout=10) as conn:
             row = conn.execute("SELECT current_setting('server_version'), rolcreatedb OR "
                                "rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     except psycopg.OperationalError as exc:
