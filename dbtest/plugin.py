@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dbtest.settings import HELP
+from dbtest.errors import ConfigError
+from dbtest.settings import HELP  # imports dbtest.errors too: no extra cost
 
 if TYPE_CHECKING:
     from dbtest.leaks import Tracker
@@ -87,8 +88,6 @@ def marker_options(item: pytest.Item) -> dict[str, Any]:
 
 
 def _read_marker(item: pytest.Item) -> dict[str, Any]:
-    from dbtest.errors import ConfigError
-
     merged: dict[str, Any] = {}
     usage = f"Use {MARKER.split(':')[0]} (keyword arguments only)."
     for mark in reversed(list(item.iter_markers("dbtest"))):
@@ -141,6 +140,10 @@ def _engine_conflict(item: pytest.Item, opts: dict[str, Any], settings: Any) -> 
             f"its .engine, in a test with this marker (or drop {' and '.join(used)} from it).")
 
 
+class _MarkerError(ConfigError, pytest.Collector.CollectError):
+    """A ``ConfigError`` that pytest shows as a collection error, message alone."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
     """Validate each marked test's ``@pytest.mark.dbtest`` as it is collected: a bad key or
@@ -149,25 +152,23 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     items = result if isinstance(result, list) else [result]
     for item in items:
         if isinstance(item, pytest.Function) and item.get_closest_marker("dbtest"):
-            from dbtest.errors import ConfigError
 
             try:
                 opts = marker_options(item)
             except ConfigError as exc:
-                raise collector.CollectError(str(exc)) from None
+                raise _MarkerError(str(exc)) from None
             try:
                 settings = item.config.stash[WORKSPACE_KEY].settings
             except ConfigError:  # reported once, when collection ends
                 continue
             problem = _engine_conflict(item, opts, settings)
             if problem:
-                raise collector.CollectError(problem)
+                raise _MarkerError(problem)
     return result
 
 
 def _settings_or_usage_error(config: pytest.Config) -> Any:
     """The resolved settings; a settings error stops the run with its message alone."""
-    from dbtest.errors import ConfigError
 
     try:
         return config.stash[WORKSPACE_KEY].settings
@@ -372,7 +373,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.workspace.close()
         state.workspace = None
     if _is_xdist_controller(config):
-        from dbtest.errors import ConfigError
         from dbtest.provision.shared import stop_shared
 
         try:

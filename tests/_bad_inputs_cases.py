@@ -424,10 +424,24 @@ CASES: list[Case] = [
          r"set it to"),  # test_good, run with --dbtest-isolation=serial
 ]
 
+#: marker cases caught when the test is collected (a collection error of its module): each
+#: gets a module of its own (``COLLECTION_TESTS``), the run continues past them
+COLLECTION_CASES = ("marker-typo", "marker-positional", "marker-isolation",
+                    "marker-schema-shape")
+
+
+def _marked_test(c: Case) -> str:
+    name = c.id.replace("-", "_")
+    return f"\n\n@pytest.mark.dbtest({c.marker})\ndef test_{name}(db):\n    pass\n"
+
+
+#: file name -> source of the modules holding one collection-time marker case each
+COLLECTION_TESTS = {f"test_collect_{c.id.replace('-', '_')}.py": "import pytest\n" + _marked_test(c)
+                    for c in CASES if c.id in COLLECTION_CASES}
+
 #: the pytester project's tests: one per marker case, a leak, and a test that must pass
 PROJECT_TESTS = "import pytest\nfrom sqlalchemy import text\n" + "".join(
-    f"\n\n@pytest.mark.dbtest({c.marker})\ndef test_{c.id.replace('-', '_')}(db):\n    pass\n"
-    for c in CASES if c.marker) + '''
+    _marked_test(c) for c in CASES if c.marker and c.id not in COLLECTION_CASES) + '''
 
 def test_leak(db, db_engine):
     with db_engine.begin() as other:  # a second connection commits for real
@@ -451,6 +465,19 @@ def pytest_runtest_makereport(item, call):
         exc = call.excinfo.value
         RESULTS[item.name] = {"when": call.when, "message": str(exc),
                               "type": type(exc).__module__ + "." + type(exc).__qualname__}
+
+
+def pytest_exception_interact(node, call, report):
+    # a marker error found at collection: the message names the test
+    import re
+
+    exc = call.excinfo.value
+    found = re.search(r"::(test_\\w+)", str(exc)) if report.when == "collect" else None
+    if found and found.group(1) not in RESULTS:
+        kind = next((k for k in type(exc).__mro__ if k.__module__ == "dbtest.errors"),
+                    type(exc))
+        RESULTS[found.group(1)] = {"when": "collect", "message": str(exc),
+                                   "type": kind.__module__ + "." + kind.__qualname__}
 
 
 def pytest_sessionfinish(session):

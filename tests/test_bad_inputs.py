@@ -34,7 +34,15 @@ from dbtest.errors import DbtestError
 from dbtest.provision import lifetime, local
 from dbtest.provision.server import PostgresServer
 from dbtest.settings import default_cache_dir, resolve
-from tests._bad_inputs_cases import CASES, PROJECT_CONFTEST, PROJECT_TESTS, SECRET, Case, Env
+from tests._bad_inputs_cases import (
+    CASES,
+    COLLECTION_TESTS,
+    PROJECT_CONFTEST,
+    PROJECT_TESTS,
+    SECRET,
+    Case,
+    Env,
+)
 
 # the project's schema: items (the leak test) and things (the seed sets)
 MODELS = ("import sqlalchemy as sa\n\nBase = sa.MetaData()\nfor name in ('items', 'things'):\n"
@@ -69,6 +77,7 @@ PROJECT_FILES = {
                       'asyncio_default_fixture_loop_scope = "function"\n',
     "conftest.py": PROJECT_CONFTEST,
     "test_cases.py": PROJECT_TESTS,
+    **COLLECTION_TESTS,
 }
 for _name, _revs in {"heads": [("r1", None, "CREATE TABLE t1 (id int)"),
                                ("r2a", "r1", "SELECT 1"), ("r2b", "r1", "SELECT 2")],
@@ -220,18 +229,25 @@ def run_project(sweep: Sweep, project: Path) -> ProjectRun:
     results: dict[str, dict[str, str]] = {}
     output = ""
     passed = False
-    for extra, select in (((), "test_cases.py"), (("--dbtest-isolation=serial",),
-                                                  "test_cases.py::test_good")):
+    collect = ("--continue-on-collection-errors", *COLLECTION_TESTS)
+    for extra, select in (((), ("test_cases.py", *collect)),
+                          (("--dbtest-isolation=serial",), ("test_cases.py::test_good",))):
         record = project / "results.json"
         proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                                "-p", "no:xdist", "--tb=short", "-q", f"--dbtest-url={sweep.url}",
-                               *extra, select], cwd=project, capture_output=True, text=True,
+                               *extra, *select], cwd=project, capture_output=True, text=True,
                               timeout=120, check=False,
                               env=subprocess_env({"SWEEP_RESULTS": str(record)}))
         output += proc.stdout + proc.stderr
         found = json.loads(record.read_text())
         if extra:
-            results["test_bad_option"] = found["test_good"]
+            # a settings error stops the run before any test, with its message alone
+            # (pytest's "ERROR: ..." of a usage error, from dbtest's ConfigError)
+            assert proc.returncode == 4 and "test_good" not in found, proc.stderr
+            message = re.search(r"^ERROR: (.*)$", proc.stderr, re.M)
+            results["test_bad_option"] = {
+                "when": "start", "type": "dbtest.errors.ConfigError",
+                "message": message.group(1) if message else proc.stderr}
         else:
             results.update(found)
             passed = bool(re.search(r"\b2 passed\b", proc.stdout)) and "test_good" not in found
