@@ -206,3 +206,49 @@ def test_snapshot_command(own_server: PostgresServer, source: str) -> None:
         snapshot_command(nowhere, "list")
     with pytest.raises(ConfigError, match="unknown snapshot action"):
         snapshot_command(settings, "rename", "x")
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    from dbtest.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def _tables(server: PostgresServer, db: str) -> set[str]:
+    with psycopg.connect(server.dsn_for(db)) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r[0] for r in rows}
+
+
+def test_cli_restores_into_the_urls_own_database(own_server: PostgresServer, source: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    url = own_server.url_for(source)
+    _cli(capsys, "snapshot", "save", "own", "--url", url)
+    _raw(own_server, "DROP TABLE players", source)
+    out = _cli(capsys, "snapshot", "restore", "own", "--url", url)
+    assert out.startswith(f"restored own into {source} in ")
+    assert _tables(own_server, source) == {"teams", "players"}
+
+
+def test_cli_restores_into_postgres_itself(own_server: PostgresServer,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    url = own_server.url_for("postgres")
+    _raw(own_server, "CREATE TABLE h6_marker (id int)")
+    kept = None
+    try:
+        _cli(capsys, "snapshot", "save", "pg", "--url", url)
+        _raw(own_server, "DROP TABLE h6_marker; CREATE TABLE h6_after (id int)")
+        out = _cli(capsys, "snapshot", "restore", "pg", "--url", url, "--force")
+        assert out.startswith("restored pg into postgres in "), out
+        assert "h6_marker" in _tables(own_server, "postgres")
+        assert "h6_after" not in _tables(own_server, "postgres")
+        kept = out.rsplit("is kept as ", 1)[1].split()[0]  # postgres was not dbtest's
+        assert "h6_after" in _tables(own_server, kept)
+    finally:
+        _raw(own_server, "DROP TABLE IF EXISTS h6_marker; DROP TABLE IF EXISTS h6_after")
+        drop_snapshot(own_server, "pg")
+        if kept:
+            _drop_raw(own_server, kept)

@@ -87,6 +87,18 @@ def resolve_server(server_or_url: PostgresServer | str) -> PostgresServer:
     return PostgresServer(params, "", "url")
 
 
+#: maintenance databases to work from, in order of preference
+_MAINTENANCE = ("postgres", "template1")
+
+
+def _admin(server: PostgresServer, *busy: str | None) -> Any:
+    """An autocommit connection to a maintenance database that is none of ``busy``: a
+    database cannot be copied, renamed or dropped from a session connected to it (so
+    restoring into ``postgres`` works from ``template1``)."""
+    dbname = next(d for d in _MAINTENANCE if d not in busy)
+    return admin_connection(server.dsn, dbname)
+
+
 def _db_of(name: str) -> str:
     if not _NAME.match(name):
         raise SnapshotError(f"snapshot name {name!r} is not valid: use 1-50 letters, digits, "
@@ -180,7 +192,7 @@ def save_snapshot(server_or_url: PostgresServer | str, source_db: str, name: str
     """
     server = resolve_server(server_or_url)
     db = _db_of(name)
-    with admin_connection(server.dsn) as conn:
+    with _admin(server, source_db, db) as conn:
         if not _exists(conn, source_db):
             raise SnapshotError(f"cannot save snapshot {name!r}: database {source_db!r} does "
                                 f"not exist on this server. Pass an existing database (--db "
@@ -218,12 +230,15 @@ def restore_snapshot(server_or_url: PostgresServer | str, name: str, db: str | N
     import psycopg
     from psycopg import sql
 
-    with admin_connection(server.dsn) as conn:
-        snap = _known(conn, name)
-        target = db or snap.source
-        if not target:
+    if db is None:
+        with _admin(server) as conn:
+            db = _known(conn, name).source
+        if not db:
             raise SnapshotError(f"snapshot {name!r} does not record its source database; "
                                 f"name the target with db=... (--db)")
+    target = db
+    with _admin(server, target) as conn:  # never from the database being replaced
+        snap = _known(conn, name)
         mark = database_mark(conn, snap.database) or {}
         _free_sessions(conn, snap.database, True, f"restore from snapshot {name!r}")
         terminated: tuple[str, ...] = ()
@@ -267,14 +282,14 @@ def restore_snapshot(server_or_url: PostgresServer | str, name: str, db: str | N
 
 def list_snapshots(server_or_url: PostgresServer | str) -> list[SnapshotInfo]:
     """Every snapshot on the server, by name, with source, size and time."""
-    with admin_connection(resolve_server(server_or_url).dsn) as conn:
+    with _admin(resolve_server(server_or_url)) as conn:
         return _snapshots(conn)
 
 
 def drop_snapshot(server_or_url: PostgresServer | str, name: str, *, force: bool = True
                   ) -> None:
     """Drop snapshot ``name`` (sessions on it are terminated unless ``force=False``)."""
-    with admin_connection(resolve_server(server_or_url).dsn) as conn:
+    with _admin(resolve_server(server_or_url)) as conn:
         snap = _known(conn, name)
         _free_sessions(conn, snap.database, force, f"drop snapshot {name!r}")
         drop_database(conn, snap.database)
