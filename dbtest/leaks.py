@@ -9,9 +9,10 @@ writing transaction's id):
   like the others.
 - **DDL**: event triggers on ``ddl_command_end`` and ``sql_drop`` record ``ddl:<command>
   <object>``. They need a superuser; on a server where dbtest's role is not one, a catalog
-  fingerprint (user objects' oids and row versions in ``pg_class``, ``pg_attribute``,
-  ``pg_proc``, ``pg_namespace``, ``pg_type``, ``pg_constraint``, ``pg_trigger``) taken at
-  clone time is compared instead (see :data:`FINGERPRINT`).
+  fingerprint (how many catalog rows user objects have in ``pg_class``, ``pg_attribute``,
+  ``pg_proc``, ``pg_namespace``, ``pg_type``, ``pg_constraint``, ``pg_trigger``,
+  ``pg_attrdef``, ``pg_index``, and the sum of their row versions) taken at clone time is
+  compared instead, after the test's rollback (see :data:`FINGERPRINT`).
 
 Inside a test those records are rolled back with everything else, so a record written by
 *another* transaction is one that was committed for real. The check is one query from
@@ -108,19 +109,22 @@ CREATE EVENT TRIGGER dbtest_leak_ddl ON ddl_command_end
 CREATE EVENT TRIGGER dbtest_leak_drop ON sql_drop
   EXECUTE FUNCTION {INTERNAL_SCHEMA}.record_drop();
 """
-#: user objects (oid >= FirstNormalObjectId, and the ``public`` schema) with their row
-#: versions: any committed CREATE, ALTER or DROP changes it. Index range scans only.
-FINGERPRINT = " || ".join(
-    f"(SELECT count(*) || '/' || coalesce(sum(hashtext({cols})), 0) FROM {table} "
-    f"WHERE {where})" for table, cols, where in (
-        ("pg_class", "oid || ':' || xmin", "oid >= 16384"),
-        ("pg_attribute", "attrelid || ':' || attnum || ':' || xmin",
-         "attrelid >= 16384 AND attnum > 0"),
-        ("pg_proc", "oid || ':' || xmin", "oid >= 16384"),
-        ("pg_namespace", "oid || ':' || xmin", "oid >= 16384 OR oid = 2200"),
-        ("pg_type", "oid || ':' || xmin", "oid >= 16384"),
-        ("pg_constraint", "oid || ':' || xmin", "oid >= 16384"),
-        ("pg_trigger", "oid || ':' || xmin", "oid >= 16384"),
+#: user objects' catalog rows (oid >= FirstNormalObjectId, and the ``public`` schema): how
+#: many, and the sum of their row versions (xmin). A committed CREATE, ALTER or DROP changes
+#: it: new row versions carry a transaction id above every older one, so with as many rows
+#: as before the sum grows. Index range scans only.
+FINGERPRINT = " || ';' || ".join(
+    f"(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM {table} "
+    f"WHERE {where})" for table, where in (
+        ("pg_class", "oid >= 16384"),
+        ("pg_attribute", "attrelid >= 16384 AND attnum > 0"),
+        ("pg_proc", "oid >= 16384"),
+        ("pg_namespace", "oid >= 16384 OR oid = 2200"),
+        ("pg_type", "oid >= 16384"),
+        ("pg_constraint", "oid >= 16384"),
+        ("pg_trigger", "oid >= 16384"),
+        ("pg_attrdef", "oid >= 16384"),
+        ("pg_index", "indexrelid >= 16384"),
     ))
 _BASELINE = f"""
 CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.baseline (fp text NOT NULL);
