@@ -236,6 +236,10 @@ class Tracker:
         return list(self.since_clean.get(database, ()))
 
 
+#: candidates named in full in a message (beyond: the first and last halves)
+_MAX_NAMED = 100
+
+
 def leak_message(records: Sequence[str], *, test: str, at_setup: bool,
                  suspects: Sequence[str] = ()) -> str:
     """The LeakError message: what leaked, who is to blame, and the fix."""
@@ -255,8 +259,12 @@ def leak_message(records: Sequence[str], *, test: str, at_setup: bool,
     if len(suspects) == 1:
         who = f"committed by {suspects[0]}, the only test since the last clean check"
     elif suspects:
+        shown = list(suspects)
+        if len(shown) > _MAX_NAMED:  # the first and the last ones, and how many between
+            half = _MAX_NAMED // 2
+            shown = [*shown[:half], f"... {len(suspects) - 2 * half} more ...", *shown[-half:]]
         who = (f"committed by one of the {len(suspects)} tests since the last clean check: "
-               f"{', '.join(suspects)}")
+               f"{', '.join(shown)}")
     else:
         who = "committed by a fixture set up before it (module or session scope)"
     return (f"data committed outside a savepoint was found when {test} started (not by "
