@@ -141,6 +141,9 @@ CHECK_ALL = f"SELECT DISTINCT tbl FROM {INTERNAL_SCHEMA}.touched"
 CHECK_FINGERPRINT = (f"{CHECK_ALL} UNION ALL SELECT '{DDL}the catalog changed (a CREATE, "
                      f"ALTER or DROP)' WHERE ({FINGERPRINT}) IS DISTINCT FROM "
                      f"(SELECT fp FROM {INTERNAL_SCHEMA}.baseline)")
+#: VACUUM the leak record after this many checks (see :meth:`Tracker.vacuum_due`)
+VACUUM_EVERY = 200
+VACUUM = f"VACUUM {INTERNAL_SCHEMA}.touched"
 #: what a database whose leak record was dropped reports
 RECORD_DROPPED = f"{DDL}DROP SCHEMA {INTERNAL_SCHEMA} (dbtest's leak record)"
 
@@ -217,11 +220,22 @@ class Tracker:
     since_clean: dict[str, list[str]] = field(default_factory=dict)
     #: databases found clean during the current test
     _checked: set[str] = field(default_factory=set)
+    #: database name -> clean checks since its leak record was last vacuumed
+    _since_vacuum: dict[str, int] = field(default_factory=dict)
 
     def clean(self, database: str) -> None:
         """``database`` was just checked and nothing had leaked."""
         self.since_clean[database] = []
         self._checked.add(database)
+
+    def vacuum_due(self, database: str) -> bool:
+        """Whether ``database``'s leak record needs a VACUUM now. Every test's own records
+        are rolled back and leave dead rows behind, which the checks would read through
+        (0.3 ms more after 5,000 tests); a VACUUM every :data:`VACUUM_EVERY` checks keeps
+        the table at a page or two."""
+        count = self._since_vacuum.get(database, 0) + 1
+        self._since_vacuum[database] = 0 if count >= VACUUM_EVERY else count
+        return count >= VACUUM_EVERY
 
     def ran(self, nodeid: str) -> None:
         """Test ``nodeid`` finished (teardown included). Where its own check came last,

@@ -184,3 +184,24 @@ def test_a_leak_between_tests_names_every_candidate(own_server: PostgresServer,
         Checker(ws, key, "t5", tracker).end(worker, conn)
     finally:
         ws.close()
+
+
+def test_the_leak_record_does_not_grow_with_the_number_of_tests(own_server: PostgresServer,
+                                                                tmp_path: Path) -> None:
+    from dbtest.leakcheck import Checker
+    from dbtest.leaks import VACUUM_EVERY, Tracker
+
+    ws = _workspace(own_server, tmp_path)
+    try:
+        key = ws.default_key()
+        checker = Checker(ws, key, "t", Tracker())
+        for _ in range(VACUUM_EVERY + 1):  # each test's own records are rolled back
+            worker, conn = checker.begin()
+            conn.exec_driver_sql("INSERT INTO notes (body) VALUES ('x')")
+            checker.end(worker, conn)
+        with worker.engine.connect() as conn:
+            size = conn.exec_driver_sql(
+                "SELECT pg_relation_size('dbtest_internal.touched')").scalar()
+        assert size is not None and size <= 8192  # dead rows vacuumed: a page at most
+    finally:
+        ws.close()
