@@ -297,7 +297,7 @@ def doctor(settings: Settings) -> DoctorReport:
     """
     cache_problem = _cache_problem(settings.cache_dir)
     checks = (_check_local(settings, cache_problem), _check_embedded(cache_problem),
-              _check_docker(), _check_url(settings))
+              _check_docker(settings.docker_image), _check_url(settings))
     auto = "url" if settings.url else next(
         (c.backend for c in checks if c.usable and c.backend != "url"), None)
     found = detached_server(settings.cache_dir)
@@ -378,12 +378,12 @@ def _check_embedded(cache_problem: str | None) -> BackendCheck:
                            "pip install 'dbtest[embedded]'", cache_problem)
 
 
-def _check_docker() -> BackendCheck:
-    from dbtest.provision.docker import DEFAULT_IMAGE, docker_available
+def _check_docker(image: str) -> BackendCheck:
+    from dbtest.provision.docker import docker_available
 
     ok, why = docker_available()
     if ok:
-        return BackendCheck("docker", True, None, f"{why}; image {DEFAULT_IMAGE}")
+        return BackendCheck("docker", True, None, f"{why}; image {image}")
     return BackendCheck("docker", False, None, why,
                         "start a Docker daemon (and pip install testcontainers)")
 

@@ -39,6 +39,8 @@ HELP: dict[str, str] = {
     "pool_size": "fresh_db databases kept cloned ahead of time",
     "schema_inputs": "further files that shape the schema (globs, comma separated): a "
     "change rebuilds the template",
+    "docker_image": "image of the docker backend's container (pin your production version, "
+    "e.g. postgres:16.4, or a local tag)",
 }
 
 
@@ -66,6 +68,8 @@ class Settings:
     port: int | None = None
     pool_size: int = 2
     schema_inputs: tuple[str, ...] = ()
+    #: the docker backend's image (the official image of the server major version)
+    docker_image: str = "postgres:16"
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -205,6 +209,12 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
         if text not in choices:
             raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}. "
                               f"Set it to one of those.")
+        return text
+    if key == "docker_image":
+        text = str(value).strip()
+        if not text or any(c.isspace() for c in text):
+            raise ConfigError(f"{where} must name one image, e.g. postgres:16 or "
+                              f"registry.example.com/postgres:16.4; got {value!r}.")
         return text
     if key == "schema":
         from dbtest.schema import parse_schema_spec

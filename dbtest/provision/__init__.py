@@ -68,7 +68,7 @@ class Provisioner:
         elif backend == "docker":
             from dbtest.provision.docker import DockerPostgres
 
-            self._handle = DockerPostgres()
+            self._handle = DockerPostgres(s.docker_image, s.cache_dir)
             self.server = self._handle.start()
         else:  # pragma: no cover - settings validate the name
             raise ConfigError(f"unknown backend {backend!r}")

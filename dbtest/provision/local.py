@@ -47,6 +47,7 @@ from dbtest.provision.leftovers import (  # re-exported: the cache's layout live
     stale_generations,
     trash_dirs,
 )
+from dbtest.provision.pgconf import SERVER_SETTINGS
 from dbtest.provision.runas import Account, chown_tree, server_account
 from dbtest.provision.server import ConnectionParams, PostgresServer
 
@@ -59,14 +60,6 @@ CLUSTER_FORMAT = 2
 # 1 MiB WAL segments: the cached cluster (and each copy of it) is 15 MiB smaller
 INITDB_ARGS = ("-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync",
                "--wal-segsize=1")
-SERVER_SETTINGS = {
-    "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-    "max_connections": "300", "shared_buffers": "32MB", "max_wal_size": "1GB",
-    "checkpoint_timeout": "30min", "min_wal_size": "2MB", "autovacuum": "off", "jit": "off",
-    "log_min_messages": "warning", "max_prepared_transactions": "20",
-    # DSM segments inside the data dir: an immediate shutdown leaves none in /dev/shm
-    "dynamic_shared_memory_type": "mmap",
-}
 TMPFS = Path("/dev/shm")
 GENERATIONS_KEPT = 2
 
