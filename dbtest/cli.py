@@ -153,6 +153,11 @@ def _run_up(settings: Settings, args: argparse.Namespace) -> int:
 @subcommand(commands.down)
 def _run_down(settings: Settings, args: argparse.Namespace) -> int:
     result = commands.down(settings)
+    for name in result.containers:
+        _say(f"# {PROG}: removed the docker container {name} (kept for reuse)")
+    for name, pids in result.containers_in_use.items():
+        _say(f"# {PROG}: left the docker container {name} running: in use by pid "
+             f"{', '.join(map(str, pids))}")
     if not result.found:
         _say(f"# {PROG}: no detached server is up (nothing recorded in {result.state_file})")
         return 0

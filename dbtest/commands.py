@@ -18,6 +18,7 @@ the fix; nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,10 +166,10 @@ def _up_detached(settings: Settings) -> UpResult:
                     state.run_dir, detached=True, state_file=path)
 
 
-_NO_DOCKER_DETACH = ("up --detach keeps local servers only (backend local or embedded): "
-                     "testcontainers removes a container when the process that started it "
-                     "exits. Install PostgreSQL binaries, or run the container yourself "
-                     "(docker run -d -p 5432:5432 postgres) and set DBTEST_URL.")
+_NO_DOCKER_DETACH = ("up --detach keeps local servers only (backend local or embedded). "
+                     "With backend docker, a container that holds templates is kept running "
+                     "for the next run anyway (dbtest down removes it); or run a container "
+                     "yourself (docker run -d -p 5432:5432 postgres) and set DBTEST_URL.")
 
 
 @contextlib.contextmanager
@@ -222,14 +223,29 @@ class DownResult:
     url: str | None = None
     pid: int | None = None
     run_dir: str | None = None
+    #: docker backend containers kept for reuse that were removed
+    containers: tuple[str, ...] = ()
+    #: ... and ones left running because a live process uses them (name -> pids)
+    containers_in_use: dict[str, list[int]] = field(default_factory=dict)
 
 
 def down(settings: Settings) -> DownResult:
-    """Stop the server ``dbtest up --detach`` started and delete its data.
+    """Stop the server ``dbtest up --detach`` started and delete its data, and remove the
+    docker backend's containers kept for reuse (see
+    :func:`dbtest.provision.docker.down_containers`).
 
     Only the server recorded in ``<cache_dir>/up.json`` is touched, and only when its
     run folder carries dbtest's mark.
     """
+    result = _down_detached(settings)
+    from dbtest.provision.docker import down_containers
+
+    docker = down_containers(settings.cache_dir)
+    return dataclasses.replace(result, containers=docker.removed,
+                               containers_in_use=docker.in_use)
+
+
+def _down_detached(settings: Settings) -> DownResult:
     path = state_path(settings.cache_dir)
     with state_lock(settings.cache_dir):
         found = detached_server(settings.cache_dir)

@@ -86,6 +86,16 @@ def _up(*args: Any, **kwargs: Any) -> None:
         pass
 
 
+def _up_without_docker(env: Env) -> None:
+    """The docker backend where no daemon listens: DOCKER_HOST names a socket nobody serves
+    (a daemon may well run on the default one)."""
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"DOCKER_HOST": f"unix://{env.tmp}/no-docker.sock"}):
+        _up("docker")
+
+
 def _template(env: Env, spec: str) -> None:
     from dbtest.provision.url import connect_url
     from dbtest.templates import TemplateCache, TemplateKey
@@ -206,7 +216,7 @@ CASES: list[Case] = [
     Case("pg-bin-empty", "provision", E.PostgresNotFound, ("pg_bin",), r"point it at",
          lambda env: _up("local", pg_bin=str(env.tmp)), needs=C),
     Case("docker-no-daemon", "provision", E.ProvisionError, ("'docker'", "Docker daemon"),
-         r"start Docker", lambda env: _up("docker"), needs=C),
+         r"start Docker", lambda env: _up_without_docker(env), needs=C),
     # -- schema sources (template builds on the module's server) --------------------------
     Case("sql-syntax-error", "schema", E.MigrationError, ("001.sql", "line 3", "tabel"),
          r"fix the SQL file", lambda env: _template(env, "sql:sql/bad/*.sql"), needs=S),

@@ -1,4 +1,5 @@
-"""Provisioning with real servers: local (also as root), embedded wheel, url, docker."""
+"""Provisioning with real servers: local (also as root), embedded wheel, url (docker:
+test_docker.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 
 import dbtest
 from dbtest.errors import ConfigError, PostgresNotFound, ProvisionError, RefusedError
-from dbtest.provision.docker import DockerPostgres, docker_available
 from dbtest.provision.server import PostgresServer
 from dbtest.provision.url import connect_url, parse_url
 
@@ -119,30 +119,6 @@ def test_url_backend_without_url_says_how() -> None:
     with pytest.raises(ConfigError, match="DBTEST_URL"), \
             dbtest.ephemeral_postgres("url", url=None):
         pass
-
-
-def test_docker_without_daemon_fails_clearly() -> None:
-    ok, _ = docker_available(timeout=0.5)
-    if ok:
-        pytest.skip("a Docker daemon answers here; the no-daemon path cannot be shown")
-    with pytest.raises(ProvisionError, match=r"backend 'docker'.*no Docker daemon answers"), \
-            dbtest.ephemeral_postgres("docker"):
-        pass
-
-
-def test_docker_container_is_configured_for_tests() -> None:
-    container = DockerPostgres("postgres:16-alpine")
-    opts = container.options()
-    assert opts["image"] == "postgres:16-alpine" and opts["password"]
-    assert "fsync=off" in container.command()
-
-
-def test_docker_real_container() -> None:
-    ok, why = docker_available(timeout=0.5)
-    if not ok:
-        pytest.skip(f"docker backend needs a Docker daemon: {why}")
-    with dbtest.ephemeral_postgres("docker") as server:
-        assert query(server.dsn, "SELECT 1") == 1
 
 
 def test_embedded_wheel_server() -> None:
