@@ -84,9 +84,9 @@ def container_key(image: str, cache_dir: Path) -> str:
 
 @dataclass
 class _Running:
-    """The container this object uses, and this process's lease on it."""
+    """The container this object uses (its name), and this process's lease on it."""
 
-    id: str
+    name: str
     lease: Path
     watchdog: Any
     params: ConnectionParams
@@ -156,18 +156,20 @@ class DockerPostgres:
         try:
             with leases.lease_lock(self.lock):
                 leases.drop_dead_leases(self.lease_dir)
-                container = self._find(client.client)
-                self.reused = container is not None
-                if container is None:
-                    container = self._create()
-                else:
-                    self.password = _env(container).get("POSTGRES_PASSWORD", "")
+                # the lease and its watchdog first: a kill while the container is created
+                # leaves no container behind either
                 lease = leases.take_lease(self.lease_dir, os.getpid())
-                watchdog = leases.start_watchdog(self.lock, lease, container.id,
+                watchdog = leases.start_watchdog(self.lock, lease, self.name,
                                                  get_docker_host())
-                self._running = _Running(container.id, lease, watchdog,
+                self._running = _Running(self.name, lease, watchdog,
                                          ConnectionParams("", 0, "postgres"))
                 try:
+                    container = self._find(client.client)
+                    self.reused = container is not None
+                    if container is None:
+                        container = self._create()
+                    else:
+                        self.password = _env(container).get("POSTGRES_PASSWORD", "")
                     return self._wait_ready(client, container)
                 except BaseException:
                     self._give_back(client, keep=False)
@@ -301,12 +303,7 @@ class DockerPostgres:
         assert running is not None
         leases.give_back(running.lease, running.watchdog)
         if not keep and not leases.live_leases(self.lease_dir):
-            leases.remove_container(client.client, running.id, self.key)
-
-    @property
-    def container_id(self) -> str | None:
-        """The id of the container in use, while it is."""
-        return self._running.id if self._running is not None else None
+            leases.remove_container(client.client, running.name, self.key)
 
 
 def _env(container: Any) -> dict[str, str]:
@@ -340,19 +337,22 @@ def down_containers(cache_dir: Path) -> DownReport:
     removed: list[str] = []
     in_use: dict[str, list[int]] = {}
     try:
-        found = client.client.containers.list(
+        # one call that lists names and labels (the high-level list inspects each container
+        # afterwards, and fails on one that a watchdog removes meanwhile)
+        found = client.client.api.containers(
             all=True, filters={"label": [LABEL, f"{CACHE_LABEL}={cache_label(cache_dir)}"]})
         for container in found:
-            key = container.labels.get(LABEL, "")
-            if container.name != NAME_PREFIX + key:
+            key = (container.get("Labels") or {}).get(LABEL, "")
+            name = NAME_PREFIX + key
+            if f"/{name}" not in (container.get("Names") or []):
                 continue  # not one dbtest named: leave it
-            with leases.lease_lock(folder / f"{container.name}.lock"):
-                leases.drop_dead_leases(folder / container.name)
-                users = leases.live_leases(folder / container.name)
+            with leases.lease_lock(folder / f"{name}.lock"):
+                leases.drop_dead_leases(folder / name)
+                users = leases.live_leases(folder / name)
                 if users:
-                    in_use[container.name] = users
-                elif leases.remove_container(client.client, container.id, key):
-                    removed.append(container.name)
+                    in_use[name] = users
+                elif leases.remove_container(client.client, container["Id"], key):
+                    removed.append(name)
     finally:
         client.client.close()
     return DownReport(tuple(removed), in_use)

@@ -10,7 +10,7 @@ included) the pipe closes, the watchdog drops the lease and, when no live proces
 another one, removes the container. Ryuk, testcontainers' own reaper, is not needed (a
 machine without a registry cannot pull it).
 
-Run as ``python -m dbtest.provision.docker_lease LOCK LEASE CONTAINER_ID``.
+Run as ``python -m dbtest.provision.docker_lease LOCK LEASE CONTAINER``.
 """
 
 from __future__ import annotations
@@ -83,25 +83,26 @@ def take_lease(folder: Path, pid: int) -> Path:
     return path
 
 
-def remove_container(client: Any, container_id: str, key: str) -> bool:
-    """Remove the container ``container_id``, but only while it carries dbtest's label
+def remove_container(client: Any, container: str, key: str) -> bool:
+    """Remove ``container`` (a name or an id), but only while it carries dbtest's label
     for ``key``; ``False`` when it is gone already or is not ours."""
     import docker.errors
 
     try:
-        container = client.containers.get(container_id)
-        if container.labels.get("dbtest.container") != key:
+        found = client.containers.get(container)
+        if found.labels.get("dbtest.container") != key:
             return False
-        container.remove(force=True, v=True)
+        found.remove(force=True, v=True)
     except docker.errors.NotFound:
         return False
     return True
 
 
-def start_watchdog(lock: Path, lease: Path, container_id: str,
+def start_watchdog(lock: Path, lease: Path, container: str,
                    docker_host: str | None) -> subprocess.Popen[bytes]:
-    """Start the watchdog of ``lease``; keep the returned process's ``stdin`` open and
-    release it with :func:`lifetime.release_watchdog` once the lease is given back."""
+    """Start the watchdog of ``lease`` on ``container`` (its name); keep the returned
+    process's ``stdin`` open and release it with :func:`lifetime.release_watchdog` once
+    the lease is given back."""
     env = dict(os.environ)
     if docker_host:
         env["DOCKER_HOST"] = docker_host  # the daemon testcontainers found, however
@@ -109,7 +110,7 @@ def start_watchdog(lock: Path, lease: Path, container_id: str,
         p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "dbtest.provision.docker_lease", str(lock), str(lease),
-         container_id],
+         container],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # its own session: a Ctrl-C to the test run's process group must not kill it
         start_new_session=True, close_fds=True, env=env)
@@ -122,7 +123,7 @@ def give_back(lease: Path, watchdog: subprocess.Popen[bytes] | None) -> None:
         release_watchdog(watchdog)
 
 
-def _watch(lock: Path, lease: Path, container_id: str) -> None:
+def _watch(lock: Path, lease: Path, container: str) -> None:
     import docker  # before waiting: the owner's death is then acted on at once
 
     message = sys.stdin.buffer.read()  # returns at EOF: the owner closed it or died
@@ -135,7 +136,7 @@ def _watch(lock: Path, lease: Path, container_id: str) -> None:
             return  # another run still uses the container
         client = docker.from_env()
         try:
-            remove_container(client, container_id, key)
+            remove_container(client, container, key)
         finally:
             client.close()
 
