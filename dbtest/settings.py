@@ -39,6 +39,8 @@ HELP: dict[str, str] = {
     "pool_size": "fresh_db databases kept cloned ahead of time",
     "schema_inputs": "further files that shape the schema (globs, comma separated): a "
     "change rebuilds the template",
+    "session_options": "options of the db/async_db sessions: expire_on_commit, autoflush, "
+    "autobegin, info, class, async_class (a table; JSON in the environment)",
 }
 
 
@@ -66,6 +68,8 @@ class Settings:
     port: int | None = None
     pool_size: int = 2
     schema_inputs: tuple[str, ...] = ()
+    #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest.sessions`)
+    session_options: dict[str, Any] = field(default_factory=dict)
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -206,6 +210,10 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
             raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}. "
                               f"Set it to one of those.")
         return text
+    if key == "session_options":
+        from dbtest.sessions import check_session_options
+
+        return check_session_options(value, where)
     if key == "schema":
         from dbtest.schema import parse_schema_spec
 
