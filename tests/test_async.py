@@ -119,7 +119,7 @@ def on_this_server(monkeypatch: pytest.MonkeyPatch, dbtest_server: PostgresServe
 
 def assert_clean(result: pytest.RunResult) -> None:
     out = result.stdout.str() + result.stderr.str()
-    for bad in ("unclosed", "ResourceWarning", "different loop", "another operation",
+    for bad in ("unclosed connection", "ResourceWarning", "different loop", "another operation",
                 "MissingGreenlet", "Deprecation"):
         assert bad not in out, out
 
@@ -324,3 +324,27 @@ def test_session_class_that_is_not_a_session() -> None:
                        environ={}, pyproject=None)
     with pytest.raises(ConfigError, match=r"is not a subclass of sqlalchemy\.orm"):
         session_options(settings)
+
+
+@pytest.mark.usefixtures("on_this_server")
+def test_no_unclosed_connection_at_the_end(pytester: pytest.Pytester) -> None:
+    """Issue 20's 'ResourceWarning: unclosed connection' at the end of each run: pooled
+    asyncpg connections of a loop are closed on that loop before it ends."""
+    make_project(pytester, {"asyncio_mode": "auto",
+                            "asyncio_default_fixture_loop_scope": "function"})
+    pytester.makepyfile(test_many='''
+        import pytest
+        from sqlalchemy import text
+
+        @pytest.mark.parametrize("i", range(3))
+        async def test_function_loops(async_db, i):
+            assert await async_db.scalar(text("select 1")) == 1
+
+        @pytest.mark.asyncio(loop_scope="session")
+        @pytest.mark.parametrize("i", range(3))
+        async def test_session_loop(async_db, i):
+            assert await async_db.scalar(text("select 1")) == 1
+    ''')
+    result = run(pytester, "-W", "error::pytest.PytestUnraisableExceptionWarning")
+    result.assert_outcomes(passed=6)
+    assert_clean(result)
