@@ -122,7 +122,47 @@ def fixture_for(request: pytest.FixtureRequest) -> str:
         raise ConfigError(f"{item.nodeid}: loop scope {scope!r} (from @pytest.mark.asyncio "
                           f"or asyncio_default_test_loop_scope) is not one of "
                           f"{', '.join(LOOP_SCOPES)}. Fix that setting.")
+    _check_mixing(request.config, item.nodeid, scope)
     return f"_dbtest_async_{scope}"
+
+
+#: pytest-asyncio before 1.2 runs a fixture and a test that share a wider loop scope on
+#: different loops once a run has used loops of other scopes (pure pytest-asyncio shows it)
+_MIXES_LOOPS_CORRECTLY = (1, 2)
+_SCOPES_KEY = pytest.StashKey[dict[str, str]]()
+
+
+def _pytest_asyncio_version() -> tuple[int, ...]:
+    import importlib.metadata
+
+    try:
+        text = importlib.metadata.version("pytest-asyncio")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return (0,)
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+def _check_mixing(config: pytest.Config, nodeid: str, scope: str) -> None:
+    """On pytest-asyncio < 1.2, one loop scope per run: the first test sets it, a test on
+    another loop scope gets this clear error instead of asyncpg's wrong-loop failure."""
+    from dbtest.errors import ConfigError
+
+    if _pytest_asyncio_version() >= _MIXES_LOOPS_CORRECTLY:
+        return
+    first = config.stash.setdefault(_SCOPES_KEY, {})
+    if not first:
+        first[scope] = nodeid
+        return
+    if scope in first:
+        return
+    (other, where), = first.items()
+    raise ConfigError(
+        f"{nodeid} runs on the {scope!r} event loop, but {where} ran on the {other!r} loop: "
+        f"pytest-asyncio {'.'.join(map(str, _pytest_asyncio_version()))} puts fixtures and "
+        f"tests on different loops when one run mixes loop scopes (fixed in pytest-asyncio "
+        f"1.2). Upgrade pytest-asyncio to 1.2 or later, or run every async database test on "
+        f"one loop: set asyncio_default_test_loop_scope (and drop loop_scope= from "
+        f"@pytest.mark.asyncio).")
 
 
 class _Pools:

@@ -119,9 +119,26 @@ def on_this_server(monkeypatch: pytest.MonkeyPatch, dbtest_server: PostgresServe
 
 def assert_clean(result: pytest.RunResult) -> None:
     out = result.stdout.str() + result.stderr.str()
-    for bad in ("unclosed connection", "ResourceWarning", "different loop", "another operation",
+    for bad in ("unclosed connection", "ResourceWarning", "attached to a different loop",
+                "another operation",
                 "MissingGreenlet", "Deprecation"):
         assert bad not in out, out
+
+
+def assert_on_their_loops(result: pytest.RunResult, total: int) -> None:
+    """Every test passed on its loop; on pytest-asyncio < 1.2 (which mixes up loops itself
+    when a run uses several loop scopes), tests on a second loop scope may instead stop
+    with dbtest's one clear error, and nothing fails on a wrong loop."""
+    if PA_VERSION >= (1, 2):
+        result.assert_outcomes(passed=total)
+    else:
+        outcomes = result.parseoutcomes()
+        errors = outcomes.get("errors", outcomes.get("error", 0))
+        assert outcomes.get("failed", 0) == 0, result.stdout.str()
+        assert outcomes.get("passed", 0) + errors == total, result.stdout.str()
+        out = result.stdout.str()
+        assert out.count("Upgrade pytest-asyncio to 1.2 or later") >= errors, out
+    assert_clean(result)
 
 
 FIXTURE_DEFAULTS = [None, "function", "module", "session"]
@@ -144,9 +161,7 @@ def test_loop_scope_matrix(pytester: pytest.Pytester, fixture_default: str | Non
         ini["asyncio_default_test_loop_scope"] = test_default
     make_project(pytester, ini)
     pytester.makepyfile(test_loops=LOOP_TESTS, test_loops_again=LOOP_TESTS)
-    result = run(pytester)
-    result.assert_outcomes(passed=14)
-    assert_clean(result)
+    assert_on_their_loops(run(pytester), 14)
 
 
 @pytest.mark.usefixtures("on_this_server")
@@ -158,9 +173,7 @@ def test_auto_mode_with_session_loops(pytester: pytest.Pytester) -> None:
         ini["asyncio_default_test_loop_scope"] = "session"
     make_project(pytester, ini)
     pytester.makepyfile(test_loops=LOOP_TESTS)
-    result = run(pytester)
-    result.assert_outcomes(passed=7)
-    assert_clean(result)
+    assert_on_their_loops(run(pytester), 7)
 
 
 @pytest.mark.usefixtures("on_this_server")
@@ -346,5 +359,4 @@ def test_no_unclosed_connection_at_the_end(pytester: pytest.Pytester) -> None:
             assert await async_db.scalar(text("select 1")) == 1
     ''')
     result = run(pytester, "-W", "error::pytest.PytestUnraisableExceptionWarning")
-    result.assert_outcomes(passed=6)
-    assert_clean(result)
+    assert_on_their_loops(result, 6)
