@@ -64,8 +64,8 @@ def configure(config: pytest.Config) -> None:
     except ValueError:  # a pytest-asyncio without that option
         return
     if not value:
-        # pytest applies the project's filterwarnings around the configure hooks; this
-        # filter goes in front of them and ends with that block
+        # pytest 9 applies the project's filterwarnings (e.g. "error") around the configure
+        # hooks; this filter goes in front of them and matches this one message only
         warnings.filterwarnings("ignore", message=_UNSET_WARNING,
                                 category=pytest.PytestDeprecationWarning)
 

@@ -360,3 +360,24 @@ def test_no_unclosed_connection_at_the_end(pytester: pytest.Pytester) -> None:
     ''')
     result = run(pytester, "-W", "error::pytest.PytestUnraisableExceptionWarning")
     assert_on_their_loops(result, 6)
+
+
+@pytest.mark.usefixtures("on_this_server")
+def test_another_async_runner_gets_a_clear_error(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("anyio", reason="anyio is not installed: no anyio marker to test")
+    make_project(pytester, {})
+    pytester.makepyfile(test_anyio='''
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_on_anyio(async_db):
+            pass
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*is marked @pytest.mark.anyio, but dbtest's async fixtures "
+                                 "run on pytest-asyncio's event loops*"])
