@@ -227,8 +227,11 @@ def pytest_configure_asyncio_defaults(config: pytest.Config) -> None:  # pytest_
     _asyncio.configure(config)
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)  # inside pytest-asyncio's wrapper: it sees our mark
-def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+# inside pytest-asyncio's wrapper (trylast), so that it sees the asyncio mark we add
+@pytest.hookimpl(specname="pytest_pycollect_makeitem", wrapper=True, trylast=True)
+def pytest_pycollect_makeitem_asyncio(collector: pytest.Collector, name: str, obj: object
+                                      ) -> Any:
+    """Mark ``async def`` tests that use dbtest's async fixtures as asyncio tests."""
     result = yield
     if result and inspect.iscoroutinefunction(obj):
         from dbtest._asyncio import mark_async_items
