@@ -21,17 +21,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
+    from dbtest._asyncio import _Pools
     from dbtest.leakcheck import Checker
     from dbtest.provision.server import PostgresServer
     from dbtest.templates import TemplateKey
     from dbtest.workspace import FreshDatabase, Workspace
-
-try:  # async fixtures need pytest-asyncio; without it only the sync ones exist
-    import pytest_asyncio
-
-    _async_fixture: Any = pytest_asyncio.fixture
-except ImportError:  # pragma: no cover
-    _async_fixture = None
 
 __all__ = ["_session_faker", "async_db", "async_db_connection", "async_db_engine", "db",
            "db_connection",
@@ -176,12 +170,14 @@ def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Se
     The code under test may call ``commit()``, ``rollback()`` and ``begin_nested()``:
     they act on a savepoint inside the test's outer transaction.
     """
-    from sqlalchemy.orm import Session
+    from dbtest.sessions import session_options
 
-    fresh = _isolation(request, request.config.stash[WORKSPACE_KEY].workspace) == "fresh"
+    state = request.config.stash[WORKSPACE_KEY]
+    fresh = _isolation(request, state.workspace) == "fresh"
+    options = session_options(state.settings)
     # on a fresh database the session owns its transactions: commit() commits for real
-    session = Session(bind=db_connection) if fresh else Session(
-        bind=db_connection, join_transaction_mode="create_savepoint")
+    session = options.make(db_connection) if fresh else options.make(
+        db_connection, join_transaction_mode="create_savepoint")
     _bind_factories(request, session)
     try:
         yield session
@@ -256,15 +252,16 @@ def test_seed(request: pytest.FixtureRequest) -> int:
 
 test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytest
 
-if _async_fixture is not None:
+if True:  # the async fixtures (dbtest._asyncio runs them on the test's loop); indented as before
 
-    @_async_fixture  # type: ignore[untyped-decorator]
-    async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Workspace
+    async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
+                            pools: _Pools,
                             ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
         # One async fixture gives both the connection and the session: each async fixture
         # costs a trip through pytest-asyncio's runner, which dominated async_db's overhead.
-        from sqlalchemy.ext.asyncio import AsyncSession
+        from dbtest.sessions import session_options
 
+        options = session_options(_dbtest_workspace.settings, asynchronous=True)
         if _isolation(request, _dbtest_workspace) == "fresh":
             from sqlalchemy.ext.asyncio import create_async_engine
             from sqlalchemy.pool import NullPool
@@ -272,7 +269,7 @@ if _async_fixture is not None:
             fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
             engine = create_async_engine(fresh.async_url, poolclass=NullPool)
             async with engine.connect() as conn:
-                session = AsyncSession(bind=conn)  # commits for real on a fresh database
+                session = options.make(conn)  # commits for real on a fresh database
                 _bind_factories(request, session)
                 try:
                     yield conn, session
@@ -282,7 +279,8 @@ if _async_fixture is not None:
             return
         checker = _checker(request, _dbtest_workspace)
         worker, conn = await checker.abegin()  # what earlier tests may have committed
-        session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
+        pools.track(worker)  # its pool on this loop is closed before the loop ends
+        session = options.make(conn, join_transaction_mode="create_savepoint")
         _bind_factories(request, session)
         try:
             yield conn, session
@@ -292,19 +290,25 @@ if _async_fixture is not None:
             finally:
                 await checker.aend(worker, conn)  # what this test committed; rollback
 
-    @pytest.fixture
-    def async_db_connection(_dbtest_async: tuple[AsyncConnection, AsyncSession]
-                            ) -> AsyncConnection:
-        """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
-        rolled back after the test; the async twin of ``db_connection`` (``async_db``
-        shares it)."""
-        return _dbtest_async[0]
+    def _async_pair(request: pytest.FixtureRequest) -> tuple[AsyncConnection, AsyncSession]:
+        from dbtest._asyncio import fixture_for
+
+        return request.getfixturevalue(fixture_for(request))  # type: ignore[no-any-return]
 
     @pytest.fixture
-    def async_db(_dbtest_async: tuple[AsyncConnection, AsyncSession]) -> AsyncSession:
+    def async_db_connection(request: pytest.FixtureRequest) -> AsyncConnection:
+        """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
+        rolled back after the test; the async twin of ``db_connection`` (``async_db``
+        shares it). Opened on the event loop the test runs on."""
+        return _async_pair(request)[0]
+
+    @pytest.fixture
+    def async_db(request: pytest.FixtureRequest) -> AsyncSession:
         """An ``AsyncSession`` whose changes are all rolled back after the test; the code
-        under test may ``await session.commit()`` and use ``session.begin_nested()``."""
-        return _dbtest_async[1]
+        under test may ``await session.commit()`` and use ``session.begin_nested()``.
+        Opened on the event loop the test runs on; ``expire_on_commit=False`` unless the
+        ``session_options`` setting says otherwise."""
+        return _async_pair(request)[1]
 
 
 _ = (MARKER,)  # re-exported for the plugin's help text

@@ -4,6 +4,7 @@ other plugins' fixtures of the same name, e.g. Faker's ``faker``)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -211,9 +212,32 @@ def pytest_configure(config: pytest.Config) -> None:
         import uuid
 
         config.option.testrunuid = uuid.uuid4().hex
-    from dbtest import fixtures
+    from dbtest import _asyncio, fixtures
 
     config.pluginmanager.register(fixtures, "dbtest.fixtures")
+    if _asyncio.active(config):  # async fixtures, one per pytest-asyncio loop scope
+        config.pluginmanager.register(_asyncio, "dbtest.asyncio")
+
+
+@pytest.hookimpl(specname="pytest_configure", tryfirst=True)
+def pytest_configure_asyncio_defaults(config: pytest.Config) -> None:  # pytest_ prefix: a hook
+    """Before pytest-asyncio configures itself: no warning for its unset options."""
+    from dbtest import _asyncio
+
+    _asyncio.configure(config)
+
+
+# inside pytest-asyncio's wrapper (trylast), so that it sees the asyncio mark we add
+@pytest.hookimpl(specname="pytest_pycollect_makeitem", wrapper=True, trylast=True)
+def pytest_pycollect_makeitem_asyncio(collector: pytest.Collector, name: str, obj: object
+                                      ) -> Any:
+    """Mark ``async def`` tests that use dbtest's async fixtures as asyncio tests."""
+    result = yield
+    if result and inspect.iscoroutinefunction(obj):
+        from dbtest._asyncio import mark_async_items
+
+        mark_async_items(collector.config, obj, result)
+    return result
 
 
 def workspace_for(config: pytest.Config) -> Workspace:

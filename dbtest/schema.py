@@ -316,12 +316,21 @@ class AlembicSource:
         self.config.attributes["connection"] = connection
         self.config.set_main_option("sqlalchemy.url", connection.engine.url.render_as_string(
             hide_password=False).replace("%", "%%"))
+        from dbtest._connect_guard import ConnectGuard
+
+        # an env.py that builds its own engine from the app's settings is stopped before it
+        # connects anywhere else
+        guard = ConnectGuard(connection, f"alembic upgrade head ({self.ini})")
         try:
-            command.upgrade(self.config, "head")
+            with guard:
+                command.upgrade(self.config, "head")
         except Exception as exc:
-            raise MigrationError(self._describe_failure(exc)) from exc
+            raise MigrationError(guard.message() if guard.foreign else
+                                 self._describe_failure(exc)) from exc
         finally:
             self.config.attributes.pop("connection", None)
+        if guard.foreign:  # env.py caught the refusal and went on
+            raise MigrationError(guard.message())
         return steps
 
     def _describe_failure(self, exc: BaseException) -> str:
@@ -335,9 +344,9 @@ class AlembicSource:
         text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
         if revision:
             return (f"Alembic revision {revision} ({filename}) failed: {type(orig).__name__}: "
-                    f"{text}. Fix the migration; nothing was kept.")
+                    f"{text}. Fix the migration; dbtest kept no template.")
         return (f"alembic upgrade head ({self.ini}) failed: {type(orig).__name__}: {text}. "
-                f"Check env.py and the migrations; nothing was kept.")
+                f"Check env.py and the migrations; dbtest kept no template.")
 
     def _revision_of(self, path: Path) -> str | None:
         for rev in self.script.walk_revisions():

@@ -41,6 +41,8 @@ HELP: dict[str, str] = {
     "change rebuilds the template",
     "docker_image": "image of the docker backend's container (pin your production version, "
     "e.g. postgres:16.4, or a local tag)",
+    "session_options": "options of the db/async_db sessions: expire_on_commit, autoflush, "
+    "autobegin, info, class, async_class (a table; JSON in the environment)",
 }
 
 
@@ -70,6 +72,8 @@ class Settings:
     schema_inputs: tuple[str, ...] = ()
     #: the docker backend's image (the official image of the server major version)
     docker_image: str = "postgres:16"
+    #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest.sessions`)
+    session_options: dict[str, Any] = field(default_factory=dict)
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -216,6 +220,10 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
             raise ConfigError(f"{where} must name one image, e.g. postgres:16 or "
                               f"registry.example.com/postgres:16.4; got {value!r}.")
         return text
+    if key == "session_options":
+        from dbtest.sessions import check_session_options
+
+        return check_session_options(value, where)
     if key == "schema":
         from dbtest.schema import parse_schema_spec
 

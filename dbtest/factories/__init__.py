@@ -81,7 +81,12 @@ def bind_session(session: Session | AsyncSession, *, seed: int | None = None
     Returns the finalizer that restores the previous bindings. With ``seed`` (the test's
     seed) factory-boy's and Faker's random state and dbtest fakes are reseeded and every
     factory sequence restarts, so a test makes the same rows whatever ran before it.
+    polyfactory's ``SQLAlchemyFactory`` classes are bound and seeded the same way
+    (:mod:`dbtest.factories._polyfactory`).
     """
+    from dbtest.factories._polyfactory import bind_polyfactory
+
+    unbind_poly = bind_polyfactory(session, seed=seed)
     _install_patches()
     target: Any = getattr(session, "sync_session", session)
     if target is not session:
@@ -106,6 +111,8 @@ def bind_session(session: Session | AsyncSession, *, seed: int | None = None
             meta: Any = getattr(cls, "_meta", None)
             if meta is not None and meta.sqlalchemy_session is target:
                 meta.sqlalchemy_session = previous.get(cls)
+        if unbind_poly is not None:
+            unbind_poly()
 
     return unbind
 
