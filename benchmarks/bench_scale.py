@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import drop_own_spares, machine_info, print_load, print_table  # sibling file
 
 REPO = Path(__file__).resolve().parent.parent
-SUMMARY = re.compile(r"^template (\S+) \((.*?)\): (built|reused),", re.MULTILINE)
+SUMMARY = re.compile(r"^template (\S+) \((.*?)\): (built|reused)[, ]", re.MULTILINE)
 SESSION = re.compile(r" in ([\d.]+)s")
 OUTCOME = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)")
 

@@ -64,7 +64,7 @@ def test_starts_empty(db):
 LEAN = ("-p", "no:cacheprovider", "-p", "no:faker", "-p", "no:syrupy", "-p", "no:asyncio",
         "-p", "no:anyio", "-p", "no:xdist", "-p", "no:xdist.looponfail")
 
-SUMMARY = re.compile(r"^template (dbtest_tpl_\w+) \(sql:schema/\*\.sql\): (built|reused), "
+SUMMARY = re.compile(r"^template (dbtest_tpl_\w+) \(sql:schema/\*\.sql\): (built|reused)[, ]"
                      r".* in (\d+) ms$", re.MULTILINE)
 
 

@@ -309,7 +309,7 @@ def assert_clean_run(project: Project, *args: str, expect_built: bool | None = N
     assert "already exists" not in out, out
     if expect_built is not None:
         word = "built" if expect_built else "reused"
-        assert f": {word}," in out, f"expected the template to be {word}:\n{out}"
+        assert f": {word}" in out, f"expected the template to be {word}:\n{out}"
     return out
 
 
