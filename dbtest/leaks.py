@@ -231,8 +231,8 @@ class Tracker:
     def vacuum_due(self, database: str) -> bool:
         """Whether ``database``'s leak record needs a VACUUM now. Every test's own records
         are rolled back and leave dead rows behind, which the checks would read through
-        (a check took 1.3-1.7 ms after 5,000 tests); a VACUUM every :data:`VACUUM_EVERY` checks keeps
-        the table at a page or two."""
+        (a check took 1.3-1.7 ms after 5,000 tests); a VACUUM every
+        :data:`VACUUM_EVERY` checks keeps the table at a page or two."""
         count = self._since_vacuum.get(database, 0) + 1
         self._since_vacuum[database] = 0 if count >= VACUUM_EVERY else count
         return count >= VACUUM_EVERY

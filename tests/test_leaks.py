@@ -190,3 +190,29 @@ def test_dropping_the_leak_record_is_a_leak(project: pytest.Pytester) -> None:
     result = run(project)
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*test_drops committed data*DROP SCHEMA dbtest_internal*"])
+
+
+def test_async_test_checks_at_its_start_too(project: pytest.Pytester) -> None:
+    project.makepyfile(test_async_start='''
+        from sqlalchemy import text
+        ENGINES = []
+
+        def test_first(db_engine):
+            ENGINES.append(db_engine)
+
+        def test_sneaky():
+            with ENGINES[0].begin() as c:
+                c.execute(text("insert into items (name) values ('leaked')"))
+
+        async def test_next(async_db):
+            pass
+
+        async def test_after(async_db):
+            assert (await async_db.execute(text("''' + COUNT + '''"))).scalar() == 0
+    ''')
+    result = run(project)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_next*",
+                                 "*LeakError: data committed outside a savepoint was found "
+                                 "when test_async_start.py::test_next started*"
+                                 "test_async_start.py::test_sneaky*"])
