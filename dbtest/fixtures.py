@@ -63,7 +63,10 @@ def _isolation(request: pytest.FixtureRequest, workspace: Workspace | None) -> s
 def db_engine(_dbtest_workspace: Workspace) -> Engine:
     """A SQLAlchemy ``Engine`` on this worker's database, cloned from the template.
 
-    Connections from it see committed data only; use ``db`` for isolated tests.
+    Connections from it see committed data only; use ``db`` for isolated tests. A test
+    using it is checked for leaks like ``db`` tests. Session-scoped, it serves the
+    configured template: a test whose marker names another ``schema`` or ``seeds`` cannot
+    use it (a collection error says so).
     """
     return _dbtest_workspace.worker_database(_dbtest_workspace.default_key()).engine
 
@@ -73,7 +76,8 @@ def async_db_engine(_dbtest_workspace: Workspace) -> AsyncEngine:
     """An ``AsyncEngine`` (asyncpg) on this worker's database.
 
     It opens a new connection each time (no pool): asyncpg connections belong to the
-    event loop that opened them, and tests may run on different loops.
+    event loop that opened them, and tests may run on different loops. Like ``db_engine``,
+    it serves the configured template only.
     """
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
