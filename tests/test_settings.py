@@ -105,3 +105,26 @@ def test_mask_url(text: str, masked: str) -> None:
 
 def test_errors_mask_passwords() -> None:
     assert "hunter2" not in str(ConfigError("cannot reach postgresql://u:hunter2@h/d"))
+
+
+def test_schema_inputs_from_pyproject_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.dbtest]\nschema_inputs = ["schema/*.yaml", "data/**/*.csv"]\n')
+    assert resolve(environ={}, root=tmp_path).schema_inputs == ("schema/*.yaml",
+                                                                "data/**/*.csv")
+    env = {"DBTEST_SCHEMA_INPUTS": "a.yaml, b/*.json"}
+    assert resolve(environ=env, root=tmp_path).schema_inputs == ("a.yaml", "b/*.json")
+
+
+def test_unknown_key_suggests_the_known_one(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.dbtest]\nschemas = "sql:x.sql"\n')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[tool\.dbtest\]: schemas "
+                                          r"\(did you mean: schemas -> schema\?\)"):
+        resolve(environ={}, root=tmp_path)
+
+
+def test_repr_never_shows_the_password(tmp_path: Path) -> None:
+    s = resolve({"url": "postgresql://acc:s3cr3t-pw@db.example:5432/app"}, environ={},
+                pyproject=None, root=tmp_path)
+    assert "s3cr3t-pw" not in repr(s) and "acc:***@db.example" in repr(s)
+    assert s.url == "postgresql://acc:s3cr3t-pw@db.example:5432/app"
