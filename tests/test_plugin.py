@@ -333,3 +333,30 @@ def test_broken_transaction_and_raw_commit(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_raw_commit*",
                                  "*LeakError: test_edge.py::test_raw_commit committed data*"])
+
+
+def test_callable_schema_rebuilt_when_the_models_it_imports_change(
+        project: pytest.Pytester) -> None:
+    project.makepyfile(app_cols=f"COLUMNS = ['id int']  # {project.path}\n", app_schema='''
+        from app_cols import COLUMNS
+
+        def create(connection):
+            from sqlalchemy import text
+            connection.execute(text(f"create table widgets ({', '.join(COLUMNS)})"))
+    ''', test_cols='''
+        import os
+        from sqlalchemy import text
+
+        def test_columns(db):
+            names = db.execute(text("select column_name from information_schema.columns "
+                                    "where table_name = 'widgets' order by 1")).scalars()
+            assert list(names) == os.environ["WANT"].split(",")
+    ''')
+    project._monkeypatch.setenv("DBTEST_SCHEMA", "callable:app_schema:create")
+    project._monkeypatch.setenv("WANT", "id")
+    run(project).assert_outcomes(passed=1)
+    project.makepyfile(app_cols=f"COLUMNS = ['id int', 'nickname text']  # {project.path}\n")
+    project._monkeypatch.setenv("WANT", "id,nickname")
+    second = run(project)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["*template dbtest_tpl_* (callable:app_schema:create): built,*"])
