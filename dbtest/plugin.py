@@ -373,7 +373,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
         records = read_records(state.settings.cache_dir, config.option.testrunuid)
         lines += [_template_line(r) for r in records]
-    lines += [f"kept database of failed {nodeid}: {url}" for nodeid, url in state.kept]
+    from dbtest.errors import mask_url  # a CI log is no place for the password
+
+    lines += [f"kept database of failed {nodeid}: {mask_url(url)}"
+              for nodeid, url in state.kept]
     if lines:
         terminalreporter.write_sep("-", "dbtest")
         for line in lines:
