@@ -153,7 +153,6 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     items = result if isinstance(result, list) else [result]
     for item in items:
         if isinstance(item, pytest.Function) and item.get_closest_marker("dbtest"):
-
             try:
                 opts = marker_options(item)
             except ConfigError as exc:
