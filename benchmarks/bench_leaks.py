@@ -5,8 +5,8 @@
 One throwaway server; a worker database of a 10-table schema cloned from its template by
 a :class:`dbtest.workspace.Workspace`, with the leak record installed as the fixtures use
 it. A "test" is what ``db_connection`` does around a body: connect (pooled), begin, insert
-a row, roll back. Measured per test, median of R rounds of N tests, minus the same loop
-without any check:
+a row, roll back. Measured per test: the median of N x R single tests of each kind (the
+kinds take turns test by test), minus that of the same test without any check:
 
 - before this issue: one query inside the test's transaction at its end;
 - now: the check at the start (inside the transaction, before the body) and at the end,
@@ -46,18 +46,20 @@ LIMIT_MS = 0.3
 
 def per_test(loops: dict[str, Callable[[int], None]], n: int, rounds: int,
              reset: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Median seconds per test of each ``loop(n)`` over ``rounds`` rounds; the loops take
-    turns within each round, so a change in the machine's load hits them alike.
-    ``reset()`` runs (untimed) before each loop."""
+    """Median seconds of one test of each kind, over ``n`` x ``rounds`` tests each. The
+    kinds take turns test by test, so a change in the machine's load hits them alike, and
+    the median of single tests leaves out the ones a busy scheduler stretched.
+    ``reset()`` runs (untimed) before each round."""
     for loop in loops.values():
         loop(max(n // 10, 10))  # warm up
     times: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(rounds):
-        for name, loop in loops.items():
-            reset()
-            started = time.perf_counter()
-            loop(n)
-            times[name].append((time.perf_counter() - started) / n)
+        reset()
+        for _ in range(n):
+            for name, loop in loops.items():
+                started = time.perf_counter()
+                loop(1)
+                times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -119,7 +121,7 @@ def main() -> None:
 
         got = per_test({"bare": bare, "before": before, "now": now, "rtt": round_trip}, n,
                        rounds, vacuum)
-        base, old, new = got["bare"], got["before"] - got["bare"], got["now"] - got["bare"]
+        old, new = got["before"] - got["bare"], got["now"] - got["bare"]
         rtt = got["rtt"] - got["bare"]
         worker.ddl_events = False  # the fingerprint path (no event triggers used)
         with engine.begin() as conn:  # its baseline, as install() stores it without them
@@ -129,7 +131,8 @@ def main() -> None:
             conn.exec_driver_sql(f"INSERT INTO {leaks.INTERNAL_SCHEMA}.baseline "
                                  f"SELECT {leaks.FINGERPRINT}")
         tracker.since_clean.clear()
-        fingerprint = per_test({"fp": now}, n // 4, rounds)["fp"] - base
+        got = per_test({"bare": bare, "fp": now}, n // 4, rounds, vacuum)
+        fingerprint = got["fp"] - got["bare"]
         worker.ddl_events = True
 
         def ddl(k: int) -> None:
