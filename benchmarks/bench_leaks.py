@@ -70,7 +70,8 @@ def main() -> None:
     args = parser.parse_args()
     n, rounds = args.tests, args.rounds
     print(f"load before: {os.getloadavg()[0]:.2f}")
-    with tempfile.TemporaryDirectory() as tmp, dbtest.ephemeral_postgres() as server:
+    with tempfile.TemporaryDirectory() as tmp, \
+            dbtest.ephemeral_postgres(cache_dir=str(Path(tmp) / "cache")) as server:
         (Path(tmp) / "schema.sql").write_text(SCHEMA)
         settings = resolve({"schema": "sql:schema.sql", "seeds": tmp}, environ={},
                            pyproject=None, root=Path(tmp))
