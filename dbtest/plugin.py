@@ -260,7 +260,7 @@ def workspace_for(config: pytest.Config) -> Workspace:
 
 #: fixtures that reach the worker database without a savepoint fixture's own checks
 _ENGINE_FIXTURES = frozenset({"db_engine", "async_db_engine"})
-_SAVEPOINT_FIXTURES = frozenset({"db_connection", "_dbtest_async"})
+_SAVEPOINT_FIXTURES = frozenset({"db_connection", "async_db", "async_db_connection"})
 
 
 def _engine_checker(item: pytest.Item) -> Any:
