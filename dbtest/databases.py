@@ -29,8 +29,8 @@ from dbtest.errors import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["MARK_PREFIX", "DatabaseInfo", "DropReport", "admin_connection", "create_database",
-           "drop_database", "list_databases", "mark_database", "read_mark"]
+__all__ = ["MARK_PREFIX", "DatabaseInfo", "DropReport", "admin_connect", "admin_connection",
+           "create_database", "drop_database", "list_databases", "mark_database", "read_mark"]
 
 MARK_PREFIX = "dbtest:"
 #: longest database name PostgreSQL keeps (NAMEDATALEN - 1)
@@ -55,20 +55,35 @@ class DropReport:
     forced: tuple[str, ...] = ()
 
 
-@contextmanager
-def admin_connection(dsn: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit psycopg connection to the maintenance database of ``dsn``'s server."""
+def admin_connect(dsn: str, dbname: str = "postgres", *,
+                  application_name: str | None = None) -> psycopg.Connection[Any]:
+    """An autocommit psycopg connection to the maintenance database of ``dsn``'s server
+    (the caller closes it); connection failures become a clear :class:`ProvisionError`."""
     import psycopg
 
     dsn = MaskedStr(dsn)  # a traceback's locals show it masked
+    extra: dict[str, Any] = {"application_name": application_name} if application_name else {}
     try:
-        conn = psycopg.connect(dsn, dbname=dbname, autocommit=True, connect_timeout=10)
+        return psycopg.connect(dsn, dbname=dbname, autocommit=True, connect_timeout=10,
+                               **extra)
     except psycopg.OperationalError as exc:
         # libpq's message spans lines ("\n\tIs the server running...?"): one line here
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if "too many clients" in reason or "remaining connection slots" in reason:
+            raise ProvisionError(
+                f"the server at {mask_url(dsn)} has no connection left ({reason.rstrip('.')})."
+                f" Other runs (CI shards, xdist workers) use them all: run fewer at once, "
+                f"use fewer workers per run, or raise max_connections (see docs/ci.md, "
+                f"\"Connection budget\").") from None
         raise ProvisionError(f"cannot connect to {mask_url(dsn)} (database {dbname!r}): "
                              f"{reason.rstrip('?.')}. Check that the server runs and that the "
                              f"host, port, user and password are right.") from None
+
+
+@contextmanager
+def admin_connection(dsn: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection to the maintenance database of ``dsn``'s server."""
+    conn = admin_connect(dsn, dbname)
     try:
         yield conn
     finally:

@@ -252,10 +252,11 @@ def workspace_for(config: pytest.Config) -> Workspace:
         # xdist workers share one local server, so templates are built once per run
         share = run is not None and settings.backend in ("auto", "local", "embedded") and \
             not settings.url
-        state.workspace = Workspace(settings,
-                                    worker=worker_id(getattr(config, "workerinput", None)),
+        workerinput = getattr(config, "workerinput", None)
+        state.workspace = Workspace(settings, worker=worker_id(workerinput),
                                     run_id=run[:8] if run else None,
-                                    shared_run=run if share else None)
+                                    shared_run=run if share else None,
+                                    workers=int((workerinput or {}).get("workercount", 1)))
     return state.workspace
 
 
