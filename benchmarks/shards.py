@@ -236,9 +236,11 @@ def main() -> int:
         report = drill(n, tests, fresh, pause, stagger, args.legacy, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if args.append:
+    if args.append:  # plain lines become a list, so Markdown keeps them apart
+        lines = [ln if not ln or ln.startswith(("#", "|")) else f"- {ln}"
+                 for ln in report.splitlines()]
         with args.append.open("a") as fh:
-            fh.write("\n" + report)
+            fh.write("\n" + "\n".join(lines) + "\n")
     return 0 if "MISS" not in report else 1
 
 
@@ -259,7 +261,8 @@ def drill(n: int, tests: int, fresh: int, pause: float, stagger: float, legacy: 
                 conn.execute(f"ALTER SYSTEM SET {key} = '{value}'")
             conn.execute("SELECT pg_reload_conf()")
         log_path = Path(server.details["data_dir"]).parent / "postgres.log"
-        print(f"## Shard drill: {n} shards on one server{' (legacy marks)' if legacy else ''}")
+        print(f"## Shard drill (`shards.py`, issue 19): {n} shards on one server"
+              f"{' (--legacy: marks without run tokens)' if legacy else ''}")
         print()
         machine_info(server.version, [
             f"shards: {n} + 1 last, {stagger} s apart, host name {HOSTNAME!r} in each, "

@@ -69,12 +69,13 @@ def admin_connect(dsn: str, dbname: str = "postgres", *,
     except psycopg.OperationalError as exc:
         # libpq's message spans lines ("\n\tIs the server running...?"): one line here
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        if "too many clients" in reason or "remaining connection slots" in reason:
+        if "too many" in reason or "remaining connection slots" in reason:
             raise ProvisionError(
-                f"the server at {mask_url(dsn)} has no connection left ({reason.rstrip('.')})."
-                f" Other runs (CI shards, xdist workers) use them all: run fewer at once, "
-                f"use fewer workers per run, or raise max_connections (see docs/ci.md, "
-                f"\"Connection budget\").") from None
+                f"the server at {mask_url(dsn)} has no connection left for this role "
+                f"({reason.rstrip('.')}). Other runs (CI shards, xdist workers) use them all: "
+                f"run fewer at once, use fewer workers per run, or raise max_connections or "
+                f"the role's CONNECTION LIMIT (see docs/ci.md, \"Connection budget\").") \
+                from None
         raise ProvisionError(f"cannot connect to {mask_url(dsn)} (database {dbname!r}): "
                              f"{reason.rstrip('?.')}. Check that the server runs and that the "
                              f"host, port, user and password are right.") from None

@@ -195,3 +195,23 @@ def test_budget_refuses_more_workers_than_max_connections(own_server: PostgresSe
     with pytest.raises(ProvisionError, match="raise max_connections"):
         ws.server  # noqa: B018
     assert not ws.started and ws.run_token is None  # nothing held after the refusal
+
+
+def test_role_connection_limit_is_part_of_the_budget(own_server: PostgresServer) -> None:
+    with admin_connection(own_server.dsn) as admin:
+        admin.execute("CREATE ROLE liveness_small LOGIN CREATEDB CONNECTION LIMIT 3")
+        try:
+            dsn = own_server.dsn + " user=liveness_small"
+            with admin_connection(dsn) as small:
+                with pytest.raises(ProvisionError, match="role limit 3.*raise max_connections"):
+                    check_budget(small, 1, dsn)  # 5 needed, 3 allowed
+                others = [psycopg.connect(dsn) for _ in range(2)]
+                try:  # the limit is reached: the next connection fails with the fix
+                    with pytest.raises(ProvisionError, match="no connection left.*CONNECTION "
+                                                             "LIMIT"):
+                        admin_connection(dsn).__enter__()
+                finally:
+                    for conn in others:
+                        conn.close()
+        finally:
+            admin.execute("DROP ROLE liveness_small")
