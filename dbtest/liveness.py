@@ -21,7 +21,6 @@ session to other clients).
 from __future__ import annotations
 
 import secrets
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +89,6 @@ class RunLease:
 
         self.token = secrets.token_hex(8)
         self.conn = admin_connect(dsn, application_name=f"dbtest run {self.token}")
-        self._lock = threading.Lock()
         try:
             # a lease must outlive idle stretches of the run (PostgreSQL 14+ setting)
             if self.conn.info.server_version >= 140000:
@@ -112,8 +110,7 @@ class RunLease:
     def close(self) -> None:
         """Release the lock (by ending the session). Call after dropping this run's
         databases: from now on the janitor of any run may drop what is left."""
-        with self._lock:
-            self.conn.close()
+        self.conn.close()
 
 
 @dataclass(frozen=True)

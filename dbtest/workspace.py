@@ -164,7 +164,10 @@ class Workspace:
 
         try:
             self._lease = RunLease(server.dsn)
-            check_budget(self._lease.conn, self.workers, server.dsn)
+            # xdist workers share a url server or the run's shared local one; a docker
+            # or local server of this process's own serves it alone
+            shared = self.shared_run is not None or server.backend == "url"
+            check_budget(self._lease.conn, self.workers if shared else 1, server.dsn)
         except BaseException:
             if self._lease is not None:
                 self._lease.close()
