@@ -63,18 +63,23 @@ def test_live_run_survives_same_host_and_dead_pid_mark(own_server: PostgresServe
         create_database(admin, "live_tok_w", purpose="worker", mark={**lease.mark, **forged})
         create_database(admin, "live_tok_f", purpose="fresh", mark={**lease.mark, **forged})
         create_database(admin, "live_old_w", purpose="worker", mark=forged)  # no token
+        # the janitor's own host name and pid (pytest is pid 1 in every shard's namespace)
+        create_database(admin, "live_tok_same", purpose="worker", mark=lease.mark)
+        create_database(admin, "live_old_same", purpose="worker")
         found = janitor_finds(own_server.dsn)
         assert "live_old_w" in found  # the old rule drops it: the control
-        assert not found & {"live_tok_w", "live_tok_f"}
+        assert not found & {"live_tok_w", "live_tok_f", "live_tok_same", "live_old_same"}
         drop_stale(admin, [s for s in stale_databases(admin, templates=False)
                            if s.name == "live_old_w"])
         lease.close()  # the run ends without dropping its databases (as if killed)
         found = janitor_finds(own_server.dsn)
-        assert {"live_tok_w", "live_tok_f"} <= found
+        assert {"live_tok_w", "live_tok_f", "live_tok_same"} <= found
+        assert "live_old_same" not in found  # the old rule would keep it forever
         with admin_connection(own_server.dsn) as janitor:
             assert drop_stale(janitor, [s for s in stale_databases(janitor, templates=False)
                                         if s.name.startswith("live_tok_")]) == []
-        assert not exists(admin, "live_tok_w") and not exists(admin, "live_tok_f")
+        assert not any(exists(admin, f"live_tok_{k}") for k in ("w", "f", "same"))
+        admin.execute('DROP DATABASE "live_old_same"')
 
 
 def test_foreign_host_mark_with_live_lock_is_kept_then_dropped_at_once(
