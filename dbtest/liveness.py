@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["CONNECTIONS_PER_WORKER", "ConnectionBudget", "RunLease", "check_budget",
-           "held_run_keys", "key_held", "run_key", "token_alive"]
+           "check_url_budget", "held_run_keys", "key_held", "run_key", "token_alive"]
 
 #: mark key that carries the owning run's token
 TOKEN_KEY = "run"
@@ -154,6 +154,13 @@ def check_budget(conn: psycopg.Connection[Any], workers: int, dsn: str) -> Conne
     if need > budget.available:
         fit = (budget.available - 2) // CONNECTIONS_PER_WORKER
         fewer = f"run with at most {fit} worker(s) (pytest -n {fit}), or " if fit > 0 else ""
+        short = need - budget.available
+        role_bound = (not budget.superuser and 0 <= budget.role_limit
+                      < budget.max_connections - budget.reserved)
+        raise_it = (f"raise the role's limit (ALTER ROLE {conn.info.user} CONNECTION LIMIT "
+                    f"{budget.role_limit + short})" if role_bound else
+                    f"raise max_connections on the server (ALTER SYSTEM SET max_connections = "
+                    f"{budget.max_connections + short}; then restart it)")
         limit = (f"max_connections = {budget.max_connections}"
                  + ("" if budget.superuser else f", {budget.reserved} reserved for superusers")
                  + (f", role limit {budget.role_limit}" if budget.role_limit >= 0
@@ -163,6 +170,23 @@ def check_budget(conn: psycopg.Connection[Any], workers: int, dsn: str) -> Conne
             f"({limit}); a run with {workers} worker(s) needs about {need} "
             f"({CONNECTIONS_PER_WORKER} per worker: its admin connection, the `db` "
             f"connection and one for fresh_db/async fixtures, plus 2 for the template "
-            f"build). Fix: {fewer}raise max_connections on the server (ALTER SYSTEM SET "
-            f"max_connections = {max(need * 2, 100)}; then restart it).")
+            f"build). Fix: {fewer}{raise_it}.")
     return budget
+
+
+def check_url_budget(url: str, workers: int) -> None:
+    """The budget check for a whole xdist run on a ``url`` server, from the controller
+    before any worker starts: one clear error instead of one per test. A server that does
+    not answer is left for the workers to report."""
+    from dbtest.databases import admin_connect
+    from dbtest.provision.url import parse_url
+
+    dsn = parse_url(url).dsn()
+    try:
+        conn = admin_connect(dsn)
+    except ProvisionError:
+        return
+    try:
+        check_budget(conn, workers, url)
+    finally:
+        conn.close()

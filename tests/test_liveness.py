@@ -25,6 +25,8 @@ from dbtest.settings import Settings, resolve
 from dbtest.templates import build_lock_key
 from dbtest.workspace import Workspace
 
+pytest_plugins = ["pytester"]
+
 
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -197,7 +199,8 @@ def test_budget_refuses_more_workers_than_max_connections(own_server: PostgresSe
                            rf".*{fits + 1} worker\(s\).*pytest -n {fits}\)"):
             check_budget(admin, fits + 1, own_server.dsn)
     ws = Workspace(url_settings, workers=fits + 1)
-    with pytest.raises(ProvisionError, match="raise max_connections"):
+    enough = budget.max_connections + (fits + 1) * CONNECTIONS_PER_WORKER + 2 - budget.available
+    with pytest.raises(ProvisionError, match=rf"SET max_connections = {enough}; then restart"):
         ws.server  # noqa: B018
     assert not ws.started and ws.run_token is None  # nothing held after the refusal
 
@@ -208,7 +211,9 @@ def test_role_connection_limit_is_part_of_the_budget(own_server: PostgresServer)
         try:
             dsn = own_server.dsn + " user=liveness_small"
             with admin_connection(dsn) as small:
-                with pytest.raises(ProvisionError, match=r"role limit 3.*raise max_connections"):
+                with pytest.raises(ProvisionError, match=r"role limit 3.*Fix: raise the role's "
+                                                         r"limit \(ALTER ROLE liveness_small "
+                                                         r"CONNECTION LIMIT 5\)"):
                     check_budget(small, 1, dsn)  # 5 needed, 3 allowed
                 others = [psycopg.connect(dsn) for _ in range(2)]
                 try:  # the limit is reached: the next connection fails with the fix
@@ -220,3 +225,24 @@ def test_role_connection_limit_is_part_of_the_budget(own_server: PostgresServer)
                         conn.close()
         finally:
             admin.execute("DROP ROLE liveness_small")
+
+
+def test_xdist_run_too_big_for_the_server_fails_before_its_workers_start(
+        own_server: PostgresServer, pytester: pytest.Pytester,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_one="def test_one(db):\n    pass\n")
+    with admin_connection(own_server.dsn) as admin:
+        admin.execute("CREATE ROLE liveness_xdist LOGIN CREATEDB CONNECTION LIMIT 6")
+        try:
+            monkeypatch.setenv("DBTEST_URL", own_server.params.url().replace(
+                "//postgres", "//liveness_xdist", 1))
+            result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+            assert result.ret == pytest.ExitCode.USAGE_ERROR
+            result.stderr.fnmatch_lines(["ERROR: dbtest: the server at * allows this role 6 "
+                                         "connections (*role limit 6); a run with 2 worker(s) "
+                                         "needs about 8 *pytest -n 1*CONNECTION LIMIT 8)."])
+            result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "1")
+            result.assert_outcomes(passed=1)  # one worker fits
+        finally:
+            admin.execute("REASSIGN OWNED BY liveness_xdist TO postgres")  # its template
+            admin.execute("DROP ROLE liveness_xdist")
