@@ -19,7 +19,14 @@ import pytest
 from dbtest.databases import admin_connection, create_database, database_mark
 from dbtest.errors import DbtestError, ProvisionError
 from dbtest.janitor import drop_stale, stale_databases
-from dbtest.liveness import CONNECTIONS_PER_WORKER, RunLease, check_budget, read_budget
+from dbtest.liveness import (
+    CONNECTIONS_PER_WORKER,
+    RunLease,
+    check_budget,
+    held_run_keys,
+    key_held,
+    read_budget,
+)
 from dbtest.provision.server import PostgresServer
 from dbtest.settings import Settings, resolve
 from dbtest.templates import build_lock_key
@@ -55,6 +62,18 @@ def wait_gone(admin: psycopg.Connection, application_name: str) -> None:
                         (application_name,)).fetchone() != (0,):
         assert time.monotonic() < deadline, f"{application_name} still connected"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("key", [0, 1, -1, 2**32, -(2**32) - 1, 2**63 - 1, -(2**63)])
+def test_held_locks_are_read_back_from_pg_locks_for_any_key(own_server: PostgresServer,
+                                                            key: int) -> None:
+    with admin_connection(own_server.dsn) as holder, admin_connection(own_server.dsn) as other:
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        held = held_run_keys(other)
+        assert key_held(held, key)
+        assert not key_held(held, key ^ 1) and not key_held(held, key ^ (1 << 40))
+        holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        assert not key_held(held_run_keys(other), key)
 
 
 def test_live_run_survives_same_host_and_dead_pid_mark(own_server: PostgresServer) -> None:
