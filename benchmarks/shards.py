@@ -224,6 +224,8 @@ def main() -> int:
     parser.add_argument("--stagger", type=float, default=None, help="seconds between starts")
     parser.add_argument("--legacy", action="store_true", help="marks without run tokens")
     parser.add_argument("--append", type=Path, help="also append the report to this file")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the shards' output and the server log (path printed)")
     args = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("unshare"):
         print("shards.py needs root and unshare(1) for the shards' namespaces", file=sys.stderr)
@@ -235,7 +237,10 @@ def main() -> int:
     try:
         report = drill(n, tests, fresh, pause, stagger, args.legacy, scratch)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
     if args.append:  # plain lines become a list, so Markdown keeps them apart
         lines = [ln if not ln or ln.startswith(("#", "|")) else f"- {ln}"
                  for ln in report.splitlines()]
@@ -284,6 +289,7 @@ def drill(n: int, tests: int, fresh: int, pause: float, stagger: float, legacy: 
         monitor.stop.set()
         monitor.join()
         time.sleep(0.3)  # the log writer
+        shutil.copy(log_path, scratch / "postgres.log")
         ledger = read_log(log_path)
         print_load("at end")
         print(f"wall time: {time.time() - began:.1f} s")

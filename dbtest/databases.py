@@ -202,7 +202,13 @@ def drop_database(conn: psycopg.Connection[Any], name: str, *, force: bool = Tru
     if sessions and not force:
         raise DbtestError(f"database {name!r} still has open connections: "
                           + "; ".join(sessions))
-    conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
+    # only a valid template needs this: ALTER on a database another session is dropping
+    # (marked invalid, datconnlimit -2) is FATAL, ending this connection's session
+    row = conn.execute("SELECT datistemplate AND datconnlimit <> -2 FROM pg_database "
+                       "WHERE datname = %s", (name,)).fetchone()
+    if row is not None and row[0]:
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(
+            sql.Identifier(name)))
     query = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
     if sessions:
         query += sql.SQL(" WITH (FORCE)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dbtest.databases import drop_database, list_databases
-from dbtest.liveness import TOKEN_KEY, held_run_keys, key_held, token_alive
+from dbtest.liveness import TOKEN_KEY, held_run_keys, key_held, run_key, token_alive
 from dbtest.provision.lifetime import pid_alive
 
 if TYPE_CHECKING:
@@ -40,7 +40,8 @@ class StaleDatabase:
     name: str
     reason: str
     size_bytes: int
-    #: advisory lock to hold while dropping it (a half-built template's build lock)
+    #: advisory lock to hold while dropping it (a half-built template's build lock, or
+    #: the dead run's own key, so that two janitors never drop the same database at once)
     lock: int | None = None
 
 
@@ -83,7 +84,10 @@ def stale_databases(conn: psycopg.Connection[Any], *, max_age_days: float = 7,
         if purpose in _PER_PROCESS:
             why = _owner_gone(mark, host, now, held)
             if why:
-                found.append(StaleDatabase(db.name, f"{purpose} database: {why}", db.size_bytes))
+                token = mark.get(TOKEN_KEY)
+                lock = run_key(token) if isinstance(token, str) else None
+                found.append(StaleDatabase(db.name, f"{purpose} database: {why}", db.size_bytes,
+                                           lock=lock))
         elif purpose == "template" and templates:
             kept_templates.append((float(mark.get("used", mark.get("created", 0))), db))
     kept_templates.sort(key=lambda t: t[0], reverse=True)
@@ -103,11 +107,12 @@ def drop_stale(conn: psycopg.Connection[Any], items: list[StaleDatabase]) -> lis
         try:
             if item.lock is not None:
                 # trying takes the lock when it is free: a builder starting now waits
-                # for this drop; released at once below
+                # for this drop, another janitor sees the dead run as busy and skips it;
+                # released at once below
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (item.lock,)).fetchone()
                 locked = bool(row and row[0])
                 if not locked:
-                    continue  # a build started meanwhile: it is not stale any more
+                    continue  # a build started meanwhile, or another janitor drops it
             drop_database(conn, item.name, wait=0.5)
         except Exception as exc:  # one stubborn database must not stop the rest
             failed.append(f"{item.name}: {exc}")

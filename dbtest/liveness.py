@@ -35,12 +35,12 @@ __all__ = ["CONNECTIONS_PER_WORKER", "ConnectionBudget", "RunLease", "check_budg
 #: mark key that carries the owning run's token
 TOKEN_KEY = "run"
 
-#: server connections one pytest process (the main one, or each xdist worker) keeps open
-#: in the steady state: its admin connection (the lease; also clones and drops) and the
-#: worker database's connection behind ``db``; a ``fresh_db`` test adds its own (one
-#: through ``.engine``), an async fixture one more, and the template's builder two while
-#: it builds. See docs/ci.md "Connection budget".
-CONNECTIONS_PER_WORKER = 3
+#: server connections one pytest process (the main one, or each xdist worker) keeps open:
+#: its lease, its admin connection (clones, drops, the janitor), the worker database's
+#: connection behind ``db``, and one for a ``fresh_db`` test's engine or the async
+#: fixtures; the template's builder two more while it builds. See docs/ci.md
+#: "Connection budget".
+CONNECTIONS_PER_WORKER = 4
 
 
 def run_key(token: str) -> int:
@@ -77,12 +77,9 @@ def token_alive(held: set[tuple[int, int]], token: str) -> bool:
 
 
 class RunLease:
-    """An admin connection that holds this run's liveness lock.
-
-    It doubles as the process's admin connection (psycopg connections are thread safe:
-    statements from several threads are serialised), so a run keeps one connection for
-    clones, drops and the janitor instead of opening one per operation.
-    """
+    """A connection that holds this run's liveness lock, and does nothing else: an error
+    that ends a session (``ALTER DATABASE`` on a database another session is dropping is
+    FATAL) must never end the run's liveness while the run goes on."""
 
     def __init__(self, dsn: str) -> None:
         from dbtest.databases import admin_connect
@@ -168,9 +165,9 @@ def check_budget(conn: psycopg.Connection[Any], workers: int, dsn: str) -> Conne
         raise ProvisionError(
             f"the server at {mask_url(dsn)} allows this role {budget.available} connections "
             f"({limit}); a run with {workers} worker(s) needs about {need} "
-            f"({CONNECTIONS_PER_WORKER} per worker: its admin connection, the `db` "
-            f"connection and one for fresh_db/async fixtures, plus 2 for the template "
-            f"build). Fix: {fewer}{raise_it}.")
+            f"({CONNECTIONS_PER_WORKER} per worker: its liveness lock, its admin "
+            f"connection, the `db` connection and one for fresh_db/async fixtures, plus 2 "
+            f"for the template build). Fix: {fewer}{raise_it}.")
     return budget
 
 

@@ -8,8 +8,9 @@ of it on :meth:`close`. It is plain Python; the pytest fixtures are thin fronts 
 From the server's start to :meth:`close` it holds a :class:`~dbtest.liveness.RunLease`
 (an advisory lock on its admin connection, keyed by a random run token written into the
 mark of every worker and fresh database it creates), so other runs' janitors, on any
-host, leave its databases alone exactly while it lives. The same connection does its
-clones and drops; at the start it checks the server's connection budget.
+host, leave its databases alone exactly while it lives. Its clones, drops and janitor
+work go through one admin connection of their own (reopened if an error ends it); at
+the start it checks the server's connection budget.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Workspace:
         #: processes of this run sharing the server (xdist workers), for the budget check
         self.workers = workers
         self._lease: RunLease | None = None
+        self._admin_conn: psycopg.Connection[Any] | None = None
         self.worker = worker
         self.run_id = run_id or secrets.token_hex(4)
         self._server = server
@@ -184,11 +186,24 @@ class Workspace:
         """This run's token (in the marks of its databases) while the server is up."""
         return self._lease.token if self._lease is not None else None
 
+    def _admin_connection(self) -> psycopg.Connection[Any] | None:
+        """The run's admin connection while it holds a lease (opened, or reopened after an
+        error ended it, on demand; shared with the pools' threads)."""
+        from dbtest.databases import admin_connect
+
+        with self._lock:
+            if self._lease is None or self._server is None:
+                return None
+            if self._admin_conn is None or self._admin_conn.closed:
+                self._admin_conn = admin_connect(self._server.dsn)
+            return self._admin_conn
+
     @contextlib.contextmanager
     def _admin(self) -> Iterator[psycopg.Connection[Any]]:
-        """The run's admin connection (the lease's), or a new one if it is gone."""
-        if self._lease is not None and not self._lease.closed:
-            yield self._lease.conn
+        """The run's admin connection, or a new one for this operation."""
+        conn = self._admin_connection()
+        if conn is not None:
+            yield conn
         else:
             assert self._server is not None
             with admin_connection(self._server.dsn) as admin:
@@ -307,7 +322,7 @@ class Workspace:
                 pool = FreshDatabasePool(self.server, template, self._db_name("f", template),
                                          size=self.settings.pool_size,
                                          strategy=_strategy(self.server),
-                                         admin=self._lease.conn if self._lease else None,
+                                         admin=self._admin_connection(),
                                          mark=self._lease.mark if self._lease else None)
                 self._pools[key] = pool
         name = pool.acquire()
@@ -347,6 +362,9 @@ class Workspace:
                     drop_stale(admin, stale_databases(admin, max_age_days=0,
                                                       keep=CACHED_TEMPLATES))
         self._workers.clear()
+        if self._admin_conn is not None:
+            self._admin_conn.close()
+            self._admin_conn = None
         if self._lease is not None:  # after the drops: what is left is now fair game
             self._lease.close()
             self._lease = None

@@ -232,8 +232,8 @@ def test_role_connection_limit_is_part_of_the_budget(own_server: PostgresServer)
             with admin_connection(dsn) as small:
                 with pytest.raises(ProvisionError, match=r"role limit 3.*Fix: raise the role's "
                                                          r"limit \(ALTER ROLE liveness_small "
-                                                         r"CONNECTION LIMIT 5\)"):
-                    check_budget(small, 1, dsn)  # 5 needed, 3 allowed
+                                                         r"CONNECTION LIMIT 6\)"):
+                    check_budget(small, 1, dsn)  # 6 needed, 3 allowed
                 others = [psycopg.connect(dsn) for _ in range(2)]
                 try:  # the limit is reached: the next connection fails with the fix
                     with pytest.raises(ProvisionError, match=r"no connection left.*CONNECTION "
@@ -259,9 +259,39 @@ def test_xdist_run_too_big_for_the_server_fails_before_its_workers_start(
             assert result.ret == pytest.ExitCode.USAGE_ERROR
             result.stderr.fnmatch_lines(["ERROR: dbtest: the server at * allows this role 6 "
                                          "connections (*role limit 6); a run with 2 worker(s) "
-                                         "needs about 8 *pytest -n 1*CONNECTION LIMIT 8)."])
+                                         "needs about 10 *pytest -n 1*CONNECTION LIMIT 10)."])
             result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "1")
             result.assert_outcomes(passed=1)  # one worker fits
         finally:
             admin.execute("REASSIGN OWNED BY liveness_xdist TO postgres")  # its template
             admin.execute("DROP ROLE liveness_xdist")
+
+
+def test_dropping_a_database_another_session_is_dropping_keeps_the_connection(
+        own_server: PostgresServer) -> None:
+    """Two janitors once raced on one database: ALTER on a database marked invalid by a
+    DROP in progress is FATAL, and it ended the session that held the run's lock."""
+    with admin_connection(own_server.dsn) as admin:
+        create_database(admin, "live_invalid", purpose="worker", mark={"run": "00" * 8})
+        # what an interrupted DROP DATABASE leaves (PostgreSQL 15.4+): datconnlimit -2
+        admin.execute("UPDATE pg_database SET datconnlimit = -2 WHERE datname = 'live_invalid'")
+        with admin_connection(own_server.dsn) as janitor:
+            assert drop_stale(janitor, [s for s in stale_databases(janitor, templates=False)
+                                        if s.name == "live_invalid"]) == []
+            assert janitor.execute("SELECT 1").fetchone() == (1,)  # its session lives on
+        assert not exists(admin, "live_invalid")
+
+
+def test_janitor_reaping_a_dead_run_makes_the_others_skip_it(own_server: PostgresServer) -> None:
+    lease = RunLease(own_server.dsn)
+    with admin_connection(own_server.dsn) as admin, \
+            admin_connection(own_server.dsn) as reaper:
+        create_database(admin, "live_reaped", purpose="worker", mark=lease.mark)
+        lease.close()
+        (item,) = [s for s in stale_databases(admin, templates=False) if s.name == "live_reaped"]
+        assert item.lock is not None
+        reaper.execute("SELECT pg_advisory_lock(%s)", (item.lock,))  # a janitor at work
+        assert "live_reaped" not in janitor_finds(own_server.dsn)
+        assert drop_stale(admin, [item]) == [] and exists(admin, "live_reaped")
+        reaper.execute("SELECT pg_advisory_unlock(%s)", (item.lock,))
+        assert drop_stale(admin, [item]) == [] and not exists(admin, "live_reaped")
