@@ -195,7 +195,9 @@ class Workspace:
             if self._lease is None or self._server is None:
                 return None
             if self._admin_conn is None or self._admin_conn.closed:
-                self._admin_conn = admin_connect(self._server.dsn)
+                # named like the lease: pg_stat_activity shows which run does what
+                self._admin_conn = admin_connect(self._server.dsn,
+                                                 application_name=f"dbtest run {self._lease.token}")
             return self._admin_conn
 
     @contextlib.contextmanager
