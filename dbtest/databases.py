@@ -29,8 +29,8 @@ from dbtest.errors import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["MARK_PREFIX", "DatabaseInfo", "DropReport", "admin_connection", "create_database",
-           "drop_database", "list_databases", "mark_database", "read_mark"]
+__all__ = ["MARK_PREFIX", "DatabaseInfo", "DropReport", "admin_connect", "admin_connection",
+           "create_database", "drop_database", "list_databases", "mark_database", "read_mark"]
 
 MARK_PREFIX = "dbtest:"
 #: longest database name PostgreSQL keeps (NAMEDATALEN - 1)
@@ -55,20 +55,36 @@ class DropReport:
     forced: tuple[str, ...] = ()
 
 
-@contextmanager
-def admin_connection(dsn: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit psycopg connection to the maintenance database of ``dsn``'s server."""
+def admin_connect(dsn: str, dbname: str = "postgres", *,
+                  application_name: str | None = None) -> psycopg.Connection[Any]:
+    """An autocommit psycopg connection to the maintenance database of ``dsn``'s server
+    (the caller closes it); connection failures become a clear :class:`ProvisionError`."""
     import psycopg
 
     dsn = MaskedStr(dsn)  # a traceback's locals show it masked
+    extra: dict[str, Any] = {"application_name": application_name} if application_name else {}
     try:
-        conn = psycopg.connect(dsn, dbname=dbname, autocommit=True, connect_timeout=10)
+        return psycopg.connect(dsn, dbname=dbname, autocommit=True, connect_timeout=10,
+                               **extra)
     except psycopg.OperationalError as exc:
         # libpq's message spans lines ("\n\tIs the server running...?"): one line here
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if "too many" in reason or "remaining connection slots" in reason:
+            raise ProvisionError(
+                f"the server at {mask_url(dsn)} has no connection left for this role "
+                f"({reason.rstrip('.')}). Other runs (CI shards, xdist workers) use them all: "
+                f"run fewer at once, use fewer workers per run, or raise max_connections or "
+                f"the role's CONNECTION LIMIT (see docs/ci.md, \"Connection budget\").") \
+                from None
         raise ProvisionError(f"cannot connect to {mask_url(dsn)} (database {dbname!r}): "
                              f"{reason.rstrip('?.')}. Check that the server runs and that the "
                              f"host, port, user and password are right.") from None
+
+
+@contextmanager
+def admin_connection(dsn: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit psycopg connection to the maintenance database of ``dsn``'s server."""
+    conn = admin_connect(dsn, dbname)
     try:
         yield conn
     finally:
@@ -186,7 +202,13 @@ def drop_database(conn: psycopg.Connection[Any], name: str, *, force: bool = Tru
     if sessions and not force:
         raise DbtestError(f"database {name!r} still has open connections: "
                           + "; ".join(sessions))
-    conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
+    # only a valid template needs this: ALTER on a database another session is dropping
+    # (marked invalid, datconnlimit -2) is FATAL, ending this connection's session
+    row = conn.execute("SELECT datistemplate AND datconnlimit <> -2 FROM pg_database "
+                       "WHERE datname = %s", (name,)).fetchone()
+    if row is not None and row[0]:
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(
+            sql.Identifier(name)))
     query = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
     if sessions:
         query += sql.SQL(" WITH (FORCE)")

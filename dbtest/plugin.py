@@ -211,6 +211,7 @@ def pytest_configure(config: pytest.Config) -> None:
         import uuid
 
         config.option.testrunuid = uuid.uuid4().hex
+        _check_budget(config)
     from dbtest import _asyncio, fixtures
 
     config.pluginmanager.register(fixtures, "dbtest.fixtures")
@@ -239,6 +240,25 @@ def pytest_pycollect_makeitem_asyncio(collector: pytest.Collector, name: str, ob
     return result
 
 
+def _check_budget(config: pytest.Config) -> None:
+    """xdist on a ``url`` server: fail before the workers start when the server cannot hold
+    them (see :func:`dbtest.liveness.check_budget`)."""
+    from dbtest.errors import DbtestError
+
+    workers = config.option.numprocesses
+    try:
+        settings = config.stash[WORKSPACE_KEY].settings
+    except DbtestError:
+        return  # a bad setting is reported where it is used, as without xdist
+    if isinstance(workers, int) and workers > 1 and settings.backend == "url" and settings.url:
+        from dbtest.liveness import check_url_budget
+
+        try:
+            check_url_budget(settings.url, workers)
+        except DbtestError as exc:
+            raise pytest.UsageError(f"dbtest: {exc}") from None
+
+
 def workspace_for(config: pytest.Config) -> Workspace:
     """This process's :class:`Workspace`, created on first use."""
     state = config.stash[WORKSPACE_KEY]
@@ -251,10 +271,11 @@ def workspace_for(config: pytest.Config) -> Workspace:
         # xdist workers share one local server, so templates are built once per run
         share = run is not None and settings.backend in ("auto", "local", "embedded") and \
             not settings.url
-        state.workspace = Workspace(settings,
-                                    worker=worker_id(getattr(config, "workerinput", None)),
+        workerinput = getattr(config, "workerinput", None)
+        state.workspace = Workspace(settings, worker=worker_id(workerinput),
                                     run_id=run[:8] if run else None,
-                                    shared_run=run if share else None)
+                                    shared_run=run if share else None,
+                                    workers=int((workerinput or {}).get("workercount", 1)))
     return state.workspace
 
 

@@ -3,6 +3,11 @@
 A clone costs ~10-25 ms on tmpfs (more on disk); a test that needs a database of its own
 should not wait for it. A background thread keeps ``size`` clones ready and drops used
 ones, so ``acquire()`` usually returns at once.
+
+Connections: the thread works on the run's admin connection when one is given (the
+workspace's :class:`~dbtest.liveness.RunLease`; psycopg serialises the threads' use of
+it), else on one of its own for the pool's lifetime. Each acquired database costs what
+the test opens on it.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ import contextlib
 import itertools
 import queue
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from dbtest.databases import admin_connection, create_database, drop_database
 
 if TYPE_CHECKING:
+    import psycopg
+
     from dbtest.provision.server import PostgresServer
 
 __all__ = ["FreshDatabasePool"]
@@ -25,8 +34,11 @@ class FreshDatabasePool:
     """Keeps ``size`` clones of ``template`` ready under names starting with ``prefix``."""
 
     def __init__(self, server: PostgresServer, template: str, prefix: str, size: int = 2,
-                 strategy: str | None = None) -> None:
+                 strategy: str | None = None, *, admin: psycopg.Connection[Any] | None = None,
+                 mark: dict[str, Any] | None = None) -> None:
         self.server = server
+        self.admin = admin  # shared, not closed here
+        self.mark = mark  # added to every clone's mark (the run token)
         self.template = template
         self.prefix = prefix
         self.size = size
@@ -45,14 +57,22 @@ class FreshDatabasePool:
     def _new_name(self) -> str:
         return f"{self.prefix}_{next(self._counter)}"
 
-    def _create(self, admin: object) -> str:
+    @contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection[Any]]:
+        if self.admin is not None and not self.admin.closed:
+            yield self.admin
+        else:
+            with admin_connection(self.server.dsn) as admin:
+                yield admin
+
+    def _create(self, admin: psycopg.Connection[Any]) -> str:
         name = self._new_name()
-        create_database(admin, name, purpose="fresh", template=self.template,  # type: ignore[arg-type]
-                        strategy=self.strategy)
+        create_database(admin, name, purpose="fresh", template=self.template,
+                        strategy=self.strategy, mark=self.mark)
         return name
 
     def _work(self) -> None:
-        with admin_connection(self.server.dsn) as admin:
+        with self._admin() as admin:
             while True:
                 action, name = self._todo.get()
                 if action == "stop":
@@ -72,7 +92,7 @@ class FreshDatabasePool:
         try:
             name = self._ready.get_nowait()
         except queue.Empty:
-            with admin_connection(self.server.dsn) as admin:
+            with self._admin() as admin:
                 name = self._create(admin)
         else:
             self._todo.put(("create", None))
@@ -106,7 +126,7 @@ class FreshDatabasePool:
             if action == "drop" and name:
                 leftovers.append(name)
         if leftovers:
-            with admin_connection(self.server.dsn) as admin:
+            with self._admin() as admin:
                 for name in leftovers:
                     with contextlib.suppress(Exception):
                         drop_database(admin, name, wait=0.0)

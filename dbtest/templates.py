@@ -106,8 +106,7 @@ class TemplateCache:
                 now = time.perf_counter()
                 return TemplateInfo(name, key, False, 0, now - started,
                                     verify_seconds=now - checked)
-            lock_id = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big",
-                                     signed=True)
+            lock_id = build_lock_key(name)
             admin.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
             try:
                 checked = time.perf_counter()
@@ -258,6 +257,12 @@ def catalog_hash(connection: Any) -> str:
     """A hash of the tables, views and columns (with types) of a database."""
     rows = connection.exec_driver_sql(_CATALOG).all()
     return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()[:16]
+
+
+def build_lock_key(name: str) -> int:
+    """The advisory lock key held while template ``name`` is checked or built (the
+    janitor leaves ``<name>_build`` alone while it is held)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _touch(admin: Any, name: str, mark: dict[str, Any]) -> None:

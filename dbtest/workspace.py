@@ -4,6 +4,13 @@ It starts (or joins) the server on first use, builds templates through
 :class:`~dbtest.templates.TemplateCache`, gives each (process, template) a worker
 database cloned from the template, keeps pools of fresh databases, and cleans up all
 of it on :meth:`close`. It is plain Python; the pytest fixtures are thin fronts over it.
+
+From the server's start to :meth:`close` it holds a :class:`~dbtest.liveness.RunLease`
+(an advisory lock on its admin connection, keyed by a random run token written into the
+mark of every worker and fresh database it creates), so other runs' janitors, on any
+host, leave its databases alone exactly while it lives. Its clones, drops and janitor
+work go through one admin connection of their own (reopened if an error ends it); at
+the start it checks the server's connection budget.
 """
 
 from __future__ import annotations
@@ -13,16 +20,19 @@ import contextlib
 import secrets
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dbtest.databases import admin_connection, drop_database
+from dbtest.databases import admin_connection, create_database, drop_database
 from dbtest.templates import TemplateCache, TemplateKey
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from dbtest.liveness import RunLease
     from dbtest.pool import FreshDatabasePool
     from dbtest.provision import Provisioner
     from dbtest.provision.server import PostgresServer
@@ -108,8 +118,12 @@ class Workspace:
 
     def __init__(self, settings: Settings, *, worker: str = "main",
                  run_id: str | None = None, server: PostgresServer | None = None,
-                 shared_run: str | None = None) -> None:
+                 shared_run: str | None = None, workers: int = 1) -> None:
         self.settings = settings
+        #: processes of this run sharing the server (xdist workers), for the budget check
+        self.workers = workers
+        self._lease: RunLease | None = None
+        self._admin_conn: psycopg.Connection[Any] | None = None
         self.worker = worker
         self.run_id = run_id or secrets.token_hex(4)
         self._server = server
@@ -142,16 +156,66 @@ class Workspace:
 
                     self._provisioner = Provisioner(self.settings)
                     self._server = self._provisioner.start()
-                    if self._server.backend in ("url", "docker"):
-                        self._reap_databases()
+                self._take_lease(self._server)
             return self._server
 
+    def _take_lease(self, server: PostgresServer) -> None:
+        """Hold this run's liveness lock, check the connection budget, then drop what
+        dead runs left (on servers that outlive runs)."""
+        from dbtest.liveness import RunLease, check_budget
+
+        try:
+            self._lease = RunLease(server.dsn)
+            # xdist workers share a url server or the run's shared local one; a docker
+            # or local server of this process's own serves it alone
+            shared = self.shared_run is not None or server.backend == "url"
+            check_budget(self._lease.conn, self.workers if shared else 1, server.dsn)
+        except BaseException:
+            if self._lease is not None:
+                self._lease.close()
+                self._lease = None
+            self._server = None
+            if self._provisioner is not None:
+                self._provisioner.stop()
+            raise
+        if server.backend in ("url", "docker"):
+            self._reap_databases()
+
+    @property
+    def run_token(self) -> str | None:
+        """This run's token (in the marks of its databases) while the server is up."""
+        return self._lease.token if self._lease is not None else None
+
+    def _admin_connection(self) -> psycopg.Connection[Any] | None:
+        """The run's admin connection while it holds a lease (opened, or reopened after an
+        error ended it, on demand; shared with the pools' threads)."""
+        from dbtest.databases import admin_connect
+
+        with self._lock:
+            if self._lease is None or self._server is None:
+                return None
+            if self._admin_conn is None or self._admin_conn.closed:
+                # named like the lease: pg_stat_activity shows which run does what
+                self._admin_conn = admin_connect(self._server.dsn,
+                                                 application_name=f"dbtest run {self._lease.token}")
+            return self._admin_conn
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection[Any]]:
+        """The run's admin connection, or a new one for this operation."""
+        conn = self._admin_connection()
+        if conn is not None:
+            yield conn
+        else:
+            assert self._server is not None
+            with admin_connection(self._server.dsn) as admin:
+                yield admin
+
     def _reap_databases(self) -> None:
-        """Drop worker and fresh databases that crashed runs left on a shared server."""
+        """Drop worker and fresh databases that dead runs left on a shared server."""
         from dbtest.janitor import drop_stale, stale_databases
 
-        assert self._server is not None
-        with contextlib.suppress(Exception), admin_connection(self._server.dsn) as admin:
+        with contextlib.suppress(Exception), self._admin() as admin:
             drop_stale(admin, stale_databases(admin, templates=False))
 
     @property
@@ -209,17 +273,25 @@ class Workspace:
 
         from dbtest import leaks
 
-        self.templates.clone(template, name, purpose="worker")
+        self._clone(template, name, "worker")
         engine = create_engine(self.server.url_for(name), poolclass=NullPool)
         try:
             with engine.begin() as conn:
                 return leaks.install(conn)
         except BaseException:
-            with admin_connection(self.server.dsn) as admin:
+            with self._admin() as admin:
                 drop_database(admin, name)
             raise
         finally:
             engine.dispose()
+
+    def _clone(self, template: str, name: str, purpose: str) -> None:
+        from dbtest.templates import _strategy
+
+        with self._admin() as admin:
+            create_database(admin, name, purpose=purpose, template=template,
+                            strategy=_strategy(self.server),
+                            mark=self._lease.mark if self._lease is not None else None)
 
     def leaked_tables(self, key: TemplateKey) -> list[str]:
         """Tables with committed changes in the worker database since it was cloned."""
@@ -234,7 +306,7 @@ class Workspace:
         with self._lock:
             worker = self._workers[key]
             worker.dispose()
-            with admin_connection(self.server.dsn) as admin:
+            with self._admin() as admin:
                 drop_database(admin, worker.name, wait=1.0)
             worker.ddl_events = self._clone_with_leak_check(self.templates.get(key).name,
                                                             worker.name)
@@ -251,7 +323,9 @@ class Workspace:
                 template = self.templates.get(key).name
                 pool = FreshDatabasePool(self.server, template, self._db_name("f", template),
                                          size=self.settings.pool_size,
-                                         strategy=_strategy(self.server))
+                                         strategy=_strategy(self.server),
+                                         admin=self._admin_connection(),
+                                         mark=self._lease.mark if self._lease else None)
                 self._pools[key] = pool
         name = pool.acquire()
         return FreshDatabase(name, self.server.url_for(name),
@@ -277,7 +351,7 @@ class Workspace:
         for worker in self._workers.values():
             worker.dispose()
         if not throwaway:
-            with contextlib.suppress(Exception), admin_connection(self._server.dsn) as admin:
+            with contextlib.suppress(Exception), self._admin() as admin:
                 for worker in self._workers.values():
                     with contextlib.suppress(Exception):
                         # our own database: its pooled connections are ours, no waiting
@@ -290,6 +364,12 @@ class Workspace:
                     drop_stale(admin, stale_databases(admin, max_age_days=0,
                                                       keep=CACHED_TEMPLATES))
         self._workers.clear()
+        if self._admin_conn is not None:
+            self._admin_conn.close()
+            self._admin_conn = None
+        if self._lease is not None:  # after the drops: what is left is now fair game
+            self._lease.close()
+            self._lease = None
         if self._provisioner is not None:
             if persist and handle is not None:
                 handle.stop(keep_data=True)

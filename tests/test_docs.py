@@ -204,11 +204,19 @@ def test_repository_workflows_parse_and_run_the_readme_command() -> None:
 def test_ci_recipes_parse_and_use_each_backend() -> None:
     yaml = _yaml()
     blocks = [m.group("body") for m in _YAML_BLOCK.finditer((DOCS / "ci.md").read_text())]
-    assert len(blocks) == 3
+    assert len(blocks) == 5
     workflows = [yaml.safe_load(block) for block in blocks]
     for i, workflow in enumerate(workflows, 1):
         _check_workflow(workflow, f"docs/ci.md YAML block {i}")
-    service, docker, local = (next(iter(w["jobs"].values())) for w in workflows)
+    service, docker, local, shared, per_runner = (next(iter(w["jobs"].values()))
+                                                  for w in workflows)
+    for sharded in (shared, per_runner):  # the sharded recipes: a matrix of groups
+        groups = sharded["strategy"]["matrix"]["group"]
+        assert any(f"--splits {len(groups)} --group" in s.get("run", "")
+                   for s in sharded["steps"])
+    assert "DBTEST_URL" in shared["env"]
+    assert per_runner["env"]["DBTEST_BACKEND"] == "local"
+    assert any("dbtest cache key" in s.get("run", "") for s in per_runner["steps"])
     assert "postgres" in service["services"]
     assert service["env"]["DBTEST_URL"].startswith("postgresql://")
     assert docker["env"]["DBTEST_BACKEND"] == "docker"
