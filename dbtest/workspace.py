@@ -13,9 +13,11 @@ import contextlib
 import secrets
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dbtest.build import async_kwargs, engine_kwargs
 from dbtest.databases import admin_connection, drop_database
 from dbtest.templates import TemplateCache, TemplateKey
 
@@ -43,6 +45,8 @@ class WorkerDatabase:
     async_url: str
     #: whether the DDL event triggers of leak detection are installed (else: fingerprint)
     ddl_events: bool = True
+    #: create_engine() keyword arguments from the settings (execution_options, connect_args)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = None
     _async_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = \
         field(default_factory=weakref.WeakKeyDictionary)
@@ -53,7 +57,7 @@ class WorkerDatabase:
         if self._engine is None:
             from sqlalchemy import create_engine
 
-            self._engine = create_engine(self.url)
+            self._engine = create_engine(self.url, **self.engine_kwargs)
         return self._engine
 
     def async_engine(self) -> AsyncEngine:
@@ -64,7 +68,7 @@ class WorkerDatabase:
         loop = asyncio.get_running_loop()
         engine = self._async_engines.get(loop)
         if engine is None:
-            engine = create_async_engine(self.async_url)
+            engine = create_async_engine(self.async_url, **async_kwargs(self.engine_kwargs))
             self._async_engines[loop] = engine
         return engine
 
@@ -86,6 +90,7 @@ class FreshDatabase:
     url: str
     async_url: str
     dsn: str
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = None
 
     @property
@@ -94,7 +99,7 @@ class FreshDatabase:
         if self._engine is None:
             from sqlalchemy import create_engine
 
-            self._engine = create_engine(self.url)
+            self._engine = create_engine(self.url, **self.engine_kwargs)
         return self._engine
 
     def dispose(self) -> None:
@@ -121,6 +126,8 @@ class Workspace:
         self.templates_built: list[str] = []
         #: the xdist run whose shared server this workspace joins (None: a server of its own)
         self.shared_run = shared_run
+        #: called first in :meth:`close`, last registered first
+        self.on_close: list[Callable[[], None]] = []
 
     # -- server and templates -------------------------------------------------------------
     @property
@@ -166,9 +173,14 @@ class Workspace:
                         before(name)
 
                 server.on_template_built = built
+                from dbtest.build import run_setup
+
+                run_setup(self.settings)  # in-process app init, on build and reuse alike
                 self._templates = TemplateCache(self.server, self.settings.root,
                                                 self.settings.seeds, seed=self.settings.seed or 0,
-                                                inputs=self.settings.schema_inputs)
+                                                inputs=self.settings.schema_inputs,
+                                                driver=self.settings.driver,
+                                                engine_kwargs=engine_kwargs(self.settings))
             return self._templates
 
     def default_key(self) -> TemplateKey:
@@ -191,8 +203,9 @@ class Workspace:
                 template = self.templates.get(key).name
                 name = self._db_name("w", template)
                 events = self._clone_with_leak_check(template, name)
-                found = WorkerDatabase(name, self.server.url_for(name),
-                                       self.server.url_for(name, "asyncpg"), events)
+                found = WorkerDatabase(name, self.server.url_for(name, self.settings.driver),
+                                       self.server.url_for(name, self.settings.async_driver),
+                                       events, engine_kwargs(self.settings))
                 self._workers[key] = found
             return found
 
@@ -254,8 +267,9 @@ class Workspace:
                                          strategy=_strategy(self.server))
                 self._pools[key] = pool
         name = pool.acquire()
-        return FreshDatabase(name, self.server.url_for(name),
-                             self.server.url_for(name, "asyncpg"), self.server.dsn_for(name))
+        return FreshDatabase(name, self.server.url_for(name, self.settings.driver),
+                             self.server.url_for(name, self.settings.async_driver),
+                             self.server.dsn_for(name), engine_kwargs(self.settings))
 
     def release_fresh(self, key: TemplateKey, db: FreshDatabase) -> None:
         """Drop a fresh database in the background."""
@@ -267,6 +281,10 @@ class Workspace:
         """Drop every database this workspace made and stop the server it started."""
         if self._server is None:
             return
+        for undo in reversed(self.on_close):  # e.g. app engines pointed at our databases
+            with contextlib.suppress(Exception):
+                undo()
+        self.on_close.clear()
         handle = self._provisioner._handle if self._provisioner is not None else None
         persist = bool(self.templates_built) and hasattr(handle, "persist")
         # a local server of our own that is not kept takes its databases with it
