@@ -66,6 +66,11 @@ def import_object(path: str, *, what: str, root: Path | None = None) -> Any:
             raise ConfigError(f"{what}: {path!r} does not resolve: {type(obj).__name__} "
                               f"{getattr(obj, '__name__', '')!r} has no attribute {part!r}. "
                               f"Check the attribute name.") from None
+        except Exception as exc:  # a property that needs a context (e.g. Flask's app)
+            raise ConfigError(f"{what}: reading {part!r} of {path!r} raised "
+                              f"{type(exc).__name__}: {exc}. Pass the object itself, "
+                              f"resolved where it can be (e.g. inside the app's context), "
+                              f"instead of its import path.") from exc
     return obj
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from dbtest.workspace import Workspace
 
-__all__ = ["AppEngine", "plug_app", "session_options"]
+__all__ = ["AppEngine", "database_url", "plug_app", "session_options", "start_run"]
 
 #: connect arguments that say where and as whom to connect: replaced by the test database's
 _LOCATION = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service",
@@ -140,6 +140,69 @@ def _classify(targets: tuple[Any, ...], connect_args: dict[str, Any],
     return found
 
 
+class _Plug:
+    """One ``plug_app()`` call: its targets, options, and what they resolved to."""
+
+    def __init__(self, targets: tuple[Any, ...], execution_options: dict[str, Any],
+                 connect_args: dict[str, Any]) -> None:
+        self.targets = targets
+        self.execution_options = execution_options
+        self.connect_args = connect_args
+        self.found: _Targets | None = None
+
+    def start(self, workspace: Workspace) -> _Targets:
+        """Resolve the targets and point the engines at the worker database (once)."""
+        if self.found is None:
+            settings = workspace.settings
+            self.found = _classify(self.targets,
+                                   {**settings.connect_args, **self.connect_args},
+                                   self.options(workspace))
+            worker = workspace.worker_database(workspace.default_key())
+            for app_engine in self.found.engines:
+                app_engine.point_at(worker.url)
+                workspace.on_close.append(app_engine.restore)
+                # a reset drops the database under the engine's pooled connections
+                workspace.on_reset.append(app_engine.engine.dispose)
+            workspace.on_close.append(self.stop)
+        return self.found
+
+    def stop(self) -> None:
+        self.found = None
+
+    def options(self, workspace: Workspace) -> dict[str, Any]:
+        return {**workspace.settings.execution_options, **self.execution_options}
+
+
+#: every plug_app() of this process; their engines are pointed at the test database when the
+#: run's first database fixture starts (before module- or session-scoped fixtures use them)
+_PLUGS: list[_Plug] = []
+
+
+def start_run(request: pytest.FixtureRequest) -> None:
+    """Point the engines of every ``plug_app()`` at this process's test database."""
+    if _PLUGS:
+        workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
+        for plug in _PLUGS:
+            plug.start(workspace)
+
+
+def database_url(config: pytest.Config, driver: str | None = None) -> str:
+    """The URL of this process's test database (the worker database of the configured
+    schema), starting the server and building the template if needed.
+
+    For an app that connects while it is imported (a ``create_all`` at import, say): set
+    the app's own URL setting from it in ``pytest_sessionstart``, before the test modules
+    import the app. ``driver`` defaults to the ``driver`` setting.
+    """
+    from dbtest.plugin import workspace_for
+
+    workspace = workspace_for(config)
+    worker = workspace.worker_database(workspace.default_key())
+    if driver is None:
+        return worker.url
+    return workspace.server.url_for(worker.name, driver)
+
+
 def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
              connect_args: dict[str, Any] | None = None, autouse: bool = True,
              ) -> Callable[..., Iterator[Session | None]]:
@@ -147,30 +210,22 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
     database (see the module docstring). Assign it to a name in ``conftest.py``.
 
     ``targets`` are ``Engine``, ``AsyncEngine``, ``sessionmaker`` or ``scoped_session``
-    objects, or import paths to them (``"module:attr"``, resolved on first use).
-    ``execution_options`` and ``connect_args`` add to the ``execution_options`` /
-    ``connect_args`` settings. The fixture yields ``db`` when the app has session factories.
+    objects, or import paths to them (``"module:attr"``), resolved when the run first
+    needs a database. ``execution_options`` and ``connect_args`` add to the
+    ``execution_options`` / ``connect_args`` settings. The engines follow the test
+    database for the whole run, from before the first session- or module-scoped fixture;
+    the fixture yields ``db`` when the app has session factories.
     """
-    execution_options = dict(execution_options or {})
-    connect_args = dict(connect_args or {})
-    state: dict[str, _Targets] = {}
+    plug = _Plug(targets, dict(execution_options or {}), dict(connect_args or {}))
+    _PLUGS.append(plug)
 
     @pytest.fixture(autouse=autouse)
     def _fixture(request: pytest.FixtureRequest) -> Iterator[Session | None]:
         from dbtest.fixtures import _isolation
 
         workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
-        settings = workspace.settings
-        options = {**settings.execution_options, **execution_options}
-        found = state.get("targets")
-        if found is None:
-            found = state["targets"] = _classify(
-                targets, {**settings.connect_args, **connect_args}, options)
-            worker = workspace.worker_database(workspace.default_key())
-            for app_engine in found.engines:
-                app_engine.point_at(worker.url)
-                workspace.on_close.append(app_engine.restore)
-            workspace.on_close.append(state.clear)
+        found = plug.start(workspace)
+        options = plug.options(workspace)
         fresh = _isolation(request, workspace) == "fresh"
         if fresh:
             fresh_url = request.getfixturevalue("_dbtest_fresh").url

@@ -128,6 +128,8 @@ class Workspace:
         self.shared_run = shared_run
         #: called first in :meth:`close`, last registered first
         self.on_close: list[Callable[[], None]] = []
+        #: called after a worker database was replaced (e.g. app engines drop their pools)
+        self.on_reset: list[Callable[[], None]] = []
 
     # -- server and templates -------------------------------------------------------------
     @property
@@ -251,6 +253,8 @@ class Workspace:
                 drop_database(admin, worker.name, wait=1.0)
             worker.ddl_events = self._clone_with_leak_check(self.templates.get(key).name,
                                                             worker.name)
+        for callback in self.on_reset:
+            callback()
 
     # -- fresh databases ------------------------------------------------------------------
     def fresh_database(self, key: TemplateKey) -> FreshDatabase:

@@ -48,10 +48,10 @@ def test_the_pattern_fits_a_short_conftest() -> None:
 def test_example_app_passes_on_build_and_on_reuse(pytester: pytest.Pytester) -> None:
     _example(pytester)
     built = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    built.assert_outcomes(passed=7)
+    built.assert_outcomes(passed=8)
     assert "built, 1 migration step(s)" in built.stdout.str()
     reused = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    reused.assert_outcomes(passed=7)
+    reused.assert_outcomes(passed=8)
     assert "reused, 0 migration steps" in reused.stdout.str()
     # without the setup hook, the reuse run misses the app's in-process init
     pyproject = pytester.path / "pyproject.toml"
@@ -64,7 +64,7 @@ def test_example_app_under_xdist(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist", reason="pytest-xdist is in the dev extra")
     _example(pytester)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
 
 
 ASYNC_PSYCOPG_TEST = """
@@ -97,6 +97,30 @@ def test_driver_and_connect_args_settings(pytester: pytest.Pytester,
     pytester.makepyfile(ASYNC_PSYCOPG_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+IMPORT_TIME_APP = """
+import os
+
+from sqlalchemy import create_engine, text
+
+engine = create_engine(os.environ["APP_DATABASE_URL"])   # the app connects at import
+with engine.begin() as conn:
+    conn.execute(text("CREATE TABLE IF NOT EXISTS made_at_import (id int)"))
+
+def test_the_app_reached_the_test_database(db):
+    assert db.scalar(text("SELECT to_regclass('made_at_import')::text")) == "made_at_import"
+"""
+
+
+def test_database_url_for_apps_that_connect_at_import(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "import os\n\nimport dbtest\n\n\n"
+        "def pytest_sessionstart(session):\n"
+        "    os.environ['APP_DATABASE_URL'] = dbtest.database_url(session.config)\n")
+    pytester.makepyfile(IMPORT_TIME_APP)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 BAD_TARGET = """

@@ -31,6 +31,16 @@ def test_tenant_tables_live_in_the_tenant_schema(db):
     assert in_acme == 1
 
 
+@pytest.fixture(scope="module")
+def database_seen_by_a_module_fixture():
+    with engine.connect() as conn:
+        return conn.scalar(text("SELECT current_database()"))
+
+
+def test_module_fixtures_see_the_test_database_too(database_seen_by_a_module_fixture, db):
+    assert database_seen_by_a_module_fixture == db.scalar(text("SELECT current_database()"))
+
+
 def test_app_engine_points_at_the_test_database(db):
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT current_database()")) == \
