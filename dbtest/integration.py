@@ -288,7 +288,14 @@ class _bound:
             else:
                 maker.configure(bind=self.db.get_bind(), join_transaction_mode="create_savepoint")
         for scoped in self.found.scoped:
-            self.previous.append((scoped, scoped.registry() if scoped.registry.has() else None))
+            try:
+                has = scoped.registry.has()
+            except Exception:
+                # its scope needs a context this test has not entered (Flask-SQLAlchemy's
+                # app context): the app cannot reach it here; a session it opens later
+                # under another scope commits for real, which the leak check reports
+                continue
+            self.previous.append((scoped, scoped.registry() if has else None))
             scoped.registry.set(self.db)
 
     def __exit__(self, *exc: object) -> None:

@@ -123,6 +123,31 @@ def test_database_url_for_apps_that_connect_at_import(pytester: pytest.Pytester)
     result.assert_outcomes(passed=1)
 
 
+CONTEXT_SCOPED = """
+import contextvars
+
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+request_ctx = contextvars.ContextVar("request_ctx")
+Session = scoped_session(sessionmaker(), scopefunc=request_ctx.get)   # Flask-SQLAlchemy-like
+"""
+
+
+def test_scoped_session_whose_scope_needs_a_context(pytester: pytest.Pytester) -> None:
+    # a test outside the app's context (a CLI test with the database mocked) must not fail
+    pytester.makepyfile(ctx_app=CONTEXT_SCOPED)
+    pytester.makeconftest("from dbtest import plug_app\n\n"
+                          "dbtest_app = plug_app('ctx_app:Session')\n")
+    pytester.makepyfile("import pytest\n"
+                        "from ctx_app import Session\n\n"
+                        "def test_outside_the_context():\n"
+                        "    with pytest.raises(LookupError):\n"
+                        "        Session()\n")
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 BAD_TARGET = """
 from dbtest import plug_app
 
