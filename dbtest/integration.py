@@ -131,6 +131,12 @@ def _classify(targets: tuple[Any, ...], connect_args: dict[str, Any],
             found.makers.append(obj)
         elif isinstance(obj, scoped_session):
             found.scoped.append(obj)
+        elif type(obj).__name__ in ("async_sessionmaker", "async_scoped_session"):
+            raise ConfigError(
+                f"plug_app(): {name} is an {type(obj).__name__}, which plug_app does not bind "
+                f"yet. Pass the app's AsyncEngine instead (it follows the test database), and "
+                f"bind the factory in an async fixture: {type(obj).__name__}.configure("
+                f"bind=async_db_connection, join_transaction_mode=\"create_savepoint\").")
         else:
             raise ConfigError(
                 f"plug_app(): {name} is a {type(obj).__module__}.{type(obj).__qualname__}, "

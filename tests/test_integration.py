@@ -148,6 +148,35 @@ def test_scoped_session_whose_scope_needs_a_context(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=1)
 
 
+ASYNC_APP = """
+import os
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+engine = create_async_engine(os.environ["APP_URL"])   # built at import, never used as is
+
+
+async def test_async_engine_follows_the_test_database(async_db):
+    async with engine.connect() as conn:
+        mine = await conn.scalar(text("SELECT current_database()"))
+    await engine.dispose()
+    assert mine == await async_db.scalar(text("SELECT current_database()"))
+"""
+
+
+def test_async_engine(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_URL", "postgresql+asyncpg://app:secret@db.invalid:5432/app")
+    pytester.makepyfile(ASYNC_APP)
+    pytester.makeconftest("from dbtest import plug_app\n\n"
+                          "dbtest_app = plug_app('test_async_engine:engine')\n")
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nasyncio_mode = "auto"\n'
+                               'asyncio_default_fixture_loop_scope = "function"\n'
+                               'pythonpath = ["."]\n')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 BAD_TARGET = """
 from dbtest import plug_app
 
@@ -159,6 +188,8 @@ dbtest_app = plug_app({target!r})
     ("nosuchapp.db:engine", "importing module 'nosuchapp.db' of 'nosuchapp.db:engine' failed"),
     ("os:no_engine", "'os:no_engine' does not resolve"),
     ("os:sep", "is a builtins.str, not an Engine, AsyncEngine, sessionmaker or scoped_session"),
+    ("sqlalchemy.ext.asyncio:async_sessionmaker.__call__",
+     "is a builtins.function, not an Engine"),
 ])
 def test_bad_targets_name_the_culprit(pytester: pytest.Pytester, target: str,
                                       expected: str) -> None:

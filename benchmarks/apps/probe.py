@@ -35,8 +35,10 @@ def _counts(url: str) -> dict[str, int]:
     try:
         with engine.connect() as conn:
             tables = [r[0] for r in conn.execute(text(_COUNTS))]
-            return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0)
-                    for t in tables}
+            return {
+                t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+                for t in tables
+            }
     finally:
         engine.dispose()
 
@@ -79,8 +81,10 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: Any) -> Iterator[None]:
     if _PROBE.reference is None:
         _PROBE.reference = _counts(urls[1])
     after = _counts(urls[0])
-    diff = sum(abs(after.get(t, 0) - _PROBE.reference.get(t, 0))
-               for t in set(after) | set(_PROBE.reference))
+    diff = sum(
+        abs(after.get(t, 0) - _PROBE.reference.get(t, 0))
+        for t in set(after) | set(_PROBE.reference)
+    )
     _PROBE.tests += 1
     _PROBE.leaked += diff
     _PROBE.leaving += diff > 0
@@ -93,5 +97,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         path = f"{out}.{worker}" if worker else out
         with open(path, "w") as fh:
-            json.dump({"tests": _PROBE.tests, "leaked_rows": _PROBE.leaked,
-                       "tests_leaving_rows": _PROBE.leaving}, fh)
+            json.dump(
+                {
+                    "tests": _PROBE.tests,
+                    "leaked_rows": _PROBE.leaked,
+                    "tests_leaving_rows": _PROBE.leaving,
+                },
+                fh,
+            )
