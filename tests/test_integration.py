@@ -177,6 +177,39 @@ def test_async_engine(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
     result.assert_outcomes(passed=1)
 
 
+RESET_APP = """
+import os
+
+from sqlalchemy import create_engine, text
+
+engine = create_engine(os.environ["APP_URL"])
+
+
+def test_1_commits_through_the_app_engine(db):
+    with engine.begin() as conn:             # a real commit: leaked, the database is reset
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+
+
+def test_2_the_app_engine_still_works_after_the_reset(db):
+    with engine.connect() as conn:           # its pooled connection died with the old database
+        assert conn.scalar(text("SELECT 1")) == 1
+"""
+
+
+def test_app_engine_survives_a_leak_reset(pytester: pytest.Pytester,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_URL", "postgresql+psycopg://app@db.invalid/app")
+    monkeypatch.setenv("DBTEST_LEAKS", "warn")
+    monkeypatch.setenv("DBTEST_SCHEMA", "sql:schema.sql")
+    pytester.makefile(".sql", schema="CREATE TABLE t (id int);")
+    pytester.makepyfile(RESET_APP)
+    pytester.makeconftest("from dbtest import plug_app\n\n"
+                          "dbtest_app = plug_app('test_app_engine_survives_a_leak_reset:engine')\n")
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, warnings=1)
+
+
 BAD_TARGET = """
 from dbtest import plug_app
 
