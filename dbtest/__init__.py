@@ -17,6 +17,10 @@ _EXPORTS: dict[str, str] = {
     "ephemeral_postgres": "dbtest.provision",
     "PostgresServer": "dbtest.provision.server",
     "Settings": "dbtest.settings",
+    # plugging dbtest into an app that owns its engine and sessions
+    "plug_app": "dbtest.integration",
+    "database_url": "dbtest.integration",
+    "BuildContext": "dbtest.build",
     # isolation without pytest
     "savepoint": "dbtest.isolation",
     "async_savepoint": "dbtest.isolation",
@@ -68,6 +72,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
+    from dbtest.build import BuildContext as BuildContext
+    from dbtest.integration import database_url as database_url
+    from dbtest.integration import plug_app as plug_app
     from dbtest.isolation import async_savepoint as async_savepoint
     from dbtest.isolation import savepoint as savepoint
     from dbtest.provision import ephemeral_postgres as ephemeral_postgres

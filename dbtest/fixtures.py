@@ -37,6 +37,17 @@ def _dbtest_workspace(request: pytest.FixtureRequest) -> Workspace:
     return workspace_for(request.config)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dbtest_plugged_app(request: pytest.FixtureRequest) -> None:
+    """Points the engines given to ``dbtest.plug_app()`` at the test database before any
+    fixture of the run uses them (nothing to do, and nothing imported, without it)."""
+    import sys
+
+    integration = sys.modules.get("dbtest.integration")
+    if integration is not None:
+        integration.start_run(request)
+
+
 @pytest.fixture(scope="session")
 def dbtest_server(_dbtest_workspace: Workspace) -> PostgresServer:
     """The throwaway PostgreSQL server of this test run (started on first use).

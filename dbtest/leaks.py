@@ -266,7 +266,9 @@ def leak_message(records: Sequence[str], *, test: str, at_setup: bool,
         what.append(f"schema changes ({'; '.join(ddl)})")
     leaked = " and ".join(what)
     fix = ("Use @pytest.mark.dbtest(isolation=\"fresh\") or the fresh_db fixture for tests "
-           "that commit for real. The database was reset.")
+           "that commit for real; code on the app's own engine must then reach that database "
+           "too: dbtest.plug_app(engine, ...) points it there, or use fresh_db.url. The "
+           "database was reset.")
     if not at_setup:
         return (f"{test} committed data outside its savepoint (another connection or a raw "
                 f"COMMIT): {leaked}. {fix}")

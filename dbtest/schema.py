@@ -175,7 +175,8 @@ class MetadataSource:
 
 
 class CallableSource:
-    """``callable:<module>:<func>``: ``func(connection)`` creates the schema."""
+    """``callable:<module>:<func>``: ``func(connection)`` or ``func(connection, ctx)``
+    creates the schema (see :mod:`dbtest.build` for the contract)."""
 
     #: whether :meth:`verify` checks anything (else no connection is opened for it)
     verifies = False
@@ -199,12 +200,9 @@ class CallableSource:
         return _hash("callable", self.spec, self.inputs)
 
     def apply(self, connection: Connection) -> int:
-        try:
-            self.func(connection)
-        except Exception as exc:
-            raise MigrationError(f"schema {self.spec!r}: the callable raised "
-                                 f"{type(exc).__name__}: {exc}. Fix the callable; the template "
-                                 f"was not built.") from exc
+        from dbtest.build import run_callable  # the contract: see dbtest.build
+
+        run_callable(self.func, connection, self.spec)
         return 1
 
     def verify(self, connection: Connection) -> str | None:

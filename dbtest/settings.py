@@ -21,6 +21,12 @@ __all__ = ["BACKENDS", "HELP", "Settings", "default_cache_dir", "find_pyproject"
 BACKENDS = ("auto", "local", "embedded", "docker", "url")
 ISOLATIONS = ("savepoint", "fresh")
 LEAK_MODES = ("error", "warn")
+DRIVERS = ("psycopg", "psycopg2")
+ASYNC_DRIVERS = ("asyncpg", "psycopg")
+#: the module each driver setting needs, and the package that provides it
+_DRIVER_PACKAGES = {"psycopg": ("psycopg", "psycopg[binary]"),
+                    "psycopg2": ("psycopg2", "psycopg2-binary"),
+                    "asyncpg": ("asyncpg", "asyncpg")}
 
 # One help string per setting, shared by the pytest options, the CLI and the docs.
 HELP: dict[str, str] = {
@@ -43,6 +49,14 @@ HELP: dict[str, str] = {
     "e.g. postgres:16.4, or a local tag)",
     "session_options": "options of the db/async_db sessions: expire_on_commit, autoflush, "
     "autobegin, info, class, async_class (a table; JSON in the environment)",
+    "driver": "sync driver of dbtest's engines and template builds: psycopg or psycopg2",
+    "async_driver": "async driver of dbtest's async engines: asyncpg or psycopg",
+    "execution_options": "SQLAlchemy execution_options for dbtest's engines (a TOML table, or "
+    "JSON in DBTEST_EXECUTION_OPTIONS), e.g. schema_translate_map",
+    "connect_args": "driver connect_args for dbtest's engines (a TOML table, or JSON), e.g. "
+    "options = \"-csearch_path=tenant,public\"",
+    "setup": "module:function called once per test process before the first database is "
+    "used, whether the template is built or reused (in-process side effects of app init)",
 }
 
 
@@ -74,6 +88,11 @@ class Settings:
     docker_image: str = "postgres:16"
     #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest.sessions`)
     session_options: dict[str, Any] = field(default_factory=dict)
+    driver: Literal["psycopg", "psycopg2"] = "psycopg"
+    async_driver: Literal["asyncpg", "psycopg"] = "asyncpg"
+    execution_options: dict[str, Any] = field(default_factory=dict)
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    setup: str | None = None
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -207,12 +226,23 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
             limits = "0-65535 (0 = a free port)" if key == "port" else "0 or more"
             raise ConfigError(f"{where} is out of range: {number}. Use {limits}.")
         return number
-    choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES}.get(key)
+    choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES,
+               "driver": DRIVERS, "async_driver": ASYNC_DRIVERS}.get(key)
     if choices is not None:
         text = str(value).strip().lower()
         if text not in choices:
             raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}. "
                               f"Set it to one of those.")
+        if key in ("driver", "async_driver"):
+            _check_driver(text, where)
+        return text
+    if key in ("execution_options", "connect_args"):
+        return _table(value, where)
+    if key == "setup":
+        text = str(value).strip()
+        if text.count(":") != 1 or not all(text.split(":")):
+            raise ConfigError(f"{where} must be 'module:function', got {value!r}. Name the "
+                              f"function to call, e.g. setup = \"myapp.db:configure\".")
         return text
     if key == "docker_image":
         text = str(value).strip()
@@ -230,3 +260,30 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
         parse_schema_spec(str(value), where=where)  # fail early, with the setting's name
         return str(value)
     return value
+
+
+def _check_driver(driver: str, where: str) -> None:
+    """Fail now, naming the setting, when the driver's package is not installed."""
+    import importlib.util
+
+    module, package = _DRIVER_PACKAGES[driver]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{where} = {driver!r}, but the {module} package is not installed. "
+                          f"Install it (pip install {package}) or choose another driver.")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    """A mapping setting: a TOML table, a dict, or JSON text (environment variables)."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where} must be a JSON object, got {value!r} ({exc}). Write it "
+                              f"as e.g. {{\"schema_translate_map\": {{\"tenant\": \"t1\"}}}}.")\
+                from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table of options, got {type(value).__name__}. "
+                          f"Write it as a [tool.dbtest.<key>] table or a JSON object.")
+    return dict(value)

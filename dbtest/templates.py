@@ -63,6 +63,10 @@ class TemplateCache:
     seed: int = 0
     #: globs of further files that shape the schema (the ``schema_inputs`` setting)
     inputs: tuple[str, ...] = ()
+    #: SQLAlchemy driver of the build engine (the ``driver`` setting) and its create_engine()
+    #: keyword arguments (``execution_options``, ``connect_args``)
+    driver: str = "psycopg"
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     _ready: dict[TemplateKey, TemplateInfo] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -172,7 +176,8 @@ class TemplateCache:
             return f"{what} differ from what the template was built with"
         if "catalog" not in mark and (source is None or not source.verifies):
             return None
-        engine = create_engine(self.server.url_for(name), poolclass=_null_pool())
+        engine = create_engine(self.server.url_for(name, self.driver), poolclass=_null_pool(),
+                               **self.engine_kwargs)
         try:
             with engine.connect() as conn:
                 if "catalog" in mark and catalog_hash(conn) != mark["catalog"]:
@@ -194,7 +199,8 @@ class TemplateCache:
             pass
         create_database(admin, building, purpose="template", mark={"state": "building"},
                         strategy=None)
-        engine = create_engine(self.server.url_for(building), poolclass=_null_pool())
+        engine = create_engine(self.server.url_for(building, self.driver),
+                               poolclass=_null_pool(), **self.engine_kwargs)
         steps = 0
         try:
             with engine.begin() as conn:

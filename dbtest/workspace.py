@@ -20,10 +20,11 @@ import contextlib
 import secrets
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dbtest.build import async_kwargs, engine_kwargs
 from dbtest.databases import admin_connection, create_database, drop_database
 from dbtest.templates import TemplateCache, TemplateKey
 
@@ -53,6 +54,8 @@ class WorkerDatabase:
     async_url: str
     #: whether the DDL event triggers of leak detection are installed (else: fingerprint)
     ddl_events: bool = True
+    #: create_engine() keyword arguments from the settings (execution_options, connect_args)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = None
     _async_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = \
         field(default_factory=weakref.WeakKeyDictionary)
@@ -63,7 +66,7 @@ class WorkerDatabase:
         if self._engine is None:
             from sqlalchemy import create_engine
 
-            self._engine = create_engine(self.url)
+            self._engine = create_engine(self.url, **self.engine_kwargs)
         return self._engine
 
     def async_engine(self) -> AsyncEngine:
@@ -74,7 +77,7 @@ class WorkerDatabase:
         loop = asyncio.get_running_loop()
         engine = self._async_engines.get(loop)
         if engine is None:
-            engine = create_async_engine(self.async_url)
+            engine = create_async_engine(self.async_url, **async_kwargs(self.engine_kwargs))
             self._async_engines[loop] = engine
         return engine
 
@@ -96,6 +99,7 @@ class FreshDatabase:
     url: str
     async_url: str
     dsn: str
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
     _engine: Engine | None = None
 
     @property
@@ -104,7 +108,7 @@ class FreshDatabase:
         if self._engine is None:
             from sqlalchemy import create_engine
 
-            self._engine = create_engine(self.url)
+            self._engine = create_engine(self.url, **self.engine_kwargs)
         return self._engine
 
     def dispose(self) -> None:
@@ -135,6 +139,10 @@ class Workspace:
         self.templates_built: list[str] = []
         #: the xdist run whose shared server this workspace joins (None: a server of its own)
         self.shared_run = shared_run
+        #: called first in :meth:`close`, last registered first
+        self.on_close: list[Callable[[], None]] = []
+        #: called after a worker database was replaced (e.g. app engines drop their pools)
+        self.on_reset: list[Callable[[], None]] = []
 
     # -- server and templates -------------------------------------------------------------
     @property
@@ -230,9 +238,14 @@ class Workspace:
                         before(name)
 
                 server.on_template_built = built
+                from dbtest.build import run_setup
+
+                run_setup(self.settings)  # in-process app init, on build and reuse alike
                 self._templates = TemplateCache(self.server, self.settings.root,
                                                 self.settings.seeds, seed=self.settings.seed or 0,
-                                                inputs=self.settings.schema_inputs)
+                                                inputs=self.settings.schema_inputs,
+                                                driver=self.settings.driver,
+                                                engine_kwargs=engine_kwargs(self.settings))
             return self._templates
 
     def default_key(self) -> TemplateKey:
@@ -255,8 +268,9 @@ class Workspace:
                 template = self.templates.get(key).name
                 name = self._db_name("w", template)
                 events = self._clone_with_leak_check(template, name)
-                found = WorkerDatabase(name, self.server.url_for(name),
-                                       self.server.url_for(name, "asyncpg"), events)
+                found = WorkerDatabase(name, self.server.url_for(name, self.settings.driver),
+                                       self.server.url_for(name, self.settings.async_driver),
+                                       events, engine_kwargs(self.settings))
                 self._workers[key] = found
             return found
 
@@ -310,6 +324,8 @@ class Workspace:
                 drop_database(admin, worker.name, wait=1.0)
             worker.ddl_events = self._clone_with_leak_check(self.templates.get(key).name,
                                                             worker.name)
+        for callback in self.on_reset:
+            callback()
 
     # -- fresh databases ------------------------------------------------------------------
     def fresh_database(self, key: TemplateKey) -> FreshDatabase:
@@ -328,8 +344,9 @@ class Workspace:
                                          mark=self._lease.mark if self._lease else None)
                 self._pools[key] = pool
         name = pool.acquire()
-        return FreshDatabase(name, self.server.url_for(name),
-                             self.server.url_for(name, "asyncpg"), self.server.dsn_for(name))
+        return FreshDatabase(name, self.server.url_for(name, self.settings.driver),
+                             self.server.url_for(name, self.settings.async_driver),
+                             self.server.dsn_for(name), engine_kwargs(self.settings))
 
     def release_fresh(self, key: TemplateKey, db: FreshDatabase) -> None:
         """Drop a fresh database in the background."""
@@ -341,6 +358,10 @@ class Workspace:
         """Drop every database this workspace made and stop the server it started."""
         if self._server is None:
             return
+        for undo in reversed(self.on_close):  # e.g. app engines pointed at our databases
+            with contextlib.suppress(Exception):
+                undo()
+        self.on_close.clear()
         handle = self._provisioner._handle if self._provisioner is not None else None
         persist = bool(self.templates_built) and hasattr(handle, "persist")
         # a local server of our own that is not kept takes its databases with it

@@ -1,0 +1,316 @@
+"""Plug dbtest into an app that owns its engine and sessions.
+
+One call in ``conftest.py`` makes an autouse fixture::
+
+    from dbtest import plug_app
+
+    dbtest_app = plug_app("myapp.db:engine", "myapp.db:SessionLocal", "myapp.db:Session")
+
+For the run, each **engine** (``Engine`` or ``AsyncEngine``, given as an object or an
+import path) connects to this process's test database instead of the one in its URL:
+dbtest rewrites the connect arguments of every new connection (SQLAlchemy's
+``do_connect`` event), so every reference to the engine object follows, wherever the app
+keeps one. In a test marked ``isolation="fresh"`` (or using ``fresh_db``) it connects to
+that test's fresh database instead. Each **sessionmaker** and **scoped_session** is bound
+to the test's ``db`` connection for the test (``join_transaction_mode="create_savepoint"``:
+the app may commit; all is rolled back), and a ``scoped_session``'s registry holds ``db``
+itself, so ``Session()`` in the app's code, and factories naming it, use the test's session.
+``db`` takes the app's ``expire_on_commit`` and ``autoflush``. ``execution_options`` (e.g.
+``schema_translate_map``) apply to the test's connection and to the app's engines'
+connections; ``connect_args`` are added to the app engines' connect arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dbtest.build import import_object
+from dbtest.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.orm import Session
+
+    from dbtest.workspace import Workspace
+
+__all__ = ["AppEngine", "database_url", "plug_app", "session_options", "start_run"]
+
+#: connect arguments that say where and as whom to connect: replaced by the test database's
+_LOCATION = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service",
+             "sslmode", "dsn")
+
+
+@dataclass
+class AppEngine:
+    """An app's engine pointed at a test database until :meth:`restore`."""
+
+    engine: Engine  # the sync engine (an AsyncEngine's ``sync_engine``)
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    execution_options: dict[str, Any] = field(default_factory=dict)
+    _target: dict[str, Any] | None = None
+    _original_url: Any = None
+    _listening: bool = False
+
+    def point_at(self, url: str) -> None:
+        """Make every new connection of the engine go to ``url``'s database (with the
+        engine's own driver); close its pooled connections to the previous one."""
+        from sqlalchemy import event
+        from sqlalchemy.engine import make_url
+
+        target = make_url(url).set(drivername=self.engine.url.drivername)
+        _, cparams = self.engine.dialect.create_connect_args(target)
+        self._target = {**cparams, **self.connect_args}
+        if self._original_url is None:
+            self._original_url = self.engine.url
+        if not self._listening:
+            event.listen(self.engine, "do_connect", self._do_connect)
+            if self.execution_options:
+                event.listen(self.engine, "engine_connect", self._set_options)
+            self._listening = True
+        self.engine.url = target
+        self.engine.dispose()
+
+    def _do_connect(self, dialect: Any, record: Any, cargs: list[Any],
+                    cparams: dict[str, Any]) -> None:
+        assert self._target is not None
+        for key in _LOCATION:
+            cparams.pop(key, None)
+        cparams.update(self._target)
+
+    def _set_options(self, connection: Connection) -> None:
+        connection.execution_options(**self.execution_options)
+
+    def restore(self) -> None:
+        """Point the engine back at its own URL and stop listening."""
+        from sqlalchemy import event
+
+        if self._listening:
+            event.remove(self.engine, "do_connect", self._do_connect)
+            if self.execution_options:
+                event.remove(self.engine, "engine_connect", self._set_options)
+            self._listening = False
+        if self._original_url is not None:
+            self.engine.url = self._original_url
+            self._original_url = None
+        self.engine.dispose()
+
+
+def session_options(factory: Any) -> dict[str, Any]:
+    """The session options of an app's ``sessionmaker`` (or a ``scoped_session``'s
+    factory) that a test session should share: ``expire_on_commit`` and ``autoflush``."""
+    kw = getattr(getattr(factory, "session_factory", factory), "kw", {})
+    return {k: kw[k] for k in ("expire_on_commit", "autoflush") if k in kw}
+
+
+@dataclass
+class _Targets:
+    engines: list[AppEngine]
+    makers: list[Any]  # sessionmaker
+    scoped: list[Any]  # scoped_session
+
+
+def _classify(targets: tuple[Any, ...], connect_args: dict[str, Any],
+              execution_options: dict[str, Any]) -> _Targets:
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    found = _Targets([], [], [])
+    for target in targets:
+        name = target if isinstance(target, str) else repr(target)
+        obj = import_object(target, what="plug_app()") if isinstance(target, str) else target
+        if isinstance(obj, AsyncEngine):
+            obj = obj.sync_engine
+        if isinstance(obj, Engine):
+            found.engines.append(AppEngine(obj, dict(connect_args), dict(execution_options)))
+        elif isinstance(obj, sessionmaker):
+            found.makers.append(obj)
+        elif isinstance(obj, scoped_session):
+            found.scoped.append(obj)
+        elif type(obj).__name__ in ("async_sessionmaker", "async_scoped_session"):
+            raise ConfigError(
+                f"plug_app(): {name} is an {type(obj).__name__}, which plug_app does not bind "
+                f"yet. Pass the app's AsyncEngine instead (it follows the test database), and "
+                f"bind the factory in an async fixture: {type(obj).__name__}.configure("
+                f"bind=async_db_connection, join_transaction_mode=\"create_savepoint\").")
+        else:
+            raise ConfigError(
+                f"plug_app(): {name} is a {type(obj).__module__}.{type(obj).__qualname__}, "
+                f"not an Engine, AsyncEngine, sessionmaker or scoped_session. Pass the app's "
+                f"engine or session factory itself (e.g. 'myapp.db:SessionLocal', not a "
+                f"function returning one or a Session instance).")
+    return found
+
+
+class _Plug:
+    """One ``plug_app()`` call: its targets, options, and what they resolved to."""
+
+    def __init__(self, targets: tuple[Any, ...], execution_options: dict[str, Any],
+                 connect_args: dict[str, Any]) -> None:
+        self.targets = targets
+        self.execution_options = execution_options
+        self.connect_args = connect_args
+        self.found: _Targets | None = None
+
+    def start(self, workspace: Workspace) -> _Targets:
+        """Resolve the targets and point the engines at the worker database (once)."""
+        if self.found is None:
+            settings = workspace.settings
+            self.found = _classify(self.targets,
+                                   {**settings.connect_args, **self.connect_args},
+                                   self.options(workspace))
+            worker = workspace.worker_database(workspace.default_key())
+            for app_engine in self.found.engines:
+                app_engine.point_at(worker.url)
+                workspace.on_close.append(app_engine.restore)
+                # a reset drops the database under the engine's pooled connections
+                workspace.on_reset.append(app_engine.engine.dispose)
+            workspace.on_close.append(self.stop)
+        return self.found
+
+    def stop(self) -> None:
+        self.found = None
+
+    def options(self, workspace: Workspace) -> dict[str, Any]:
+        return {**workspace.settings.execution_options, **self.execution_options}
+
+
+#: every plug_app() of this process; their engines are pointed at the test database when the
+#: run's first database fixture starts (before module- or session-scoped fixtures use them)
+_PLUGS: list[_Plug] = []
+
+
+def start_run(request: pytest.FixtureRequest) -> None:
+    """Point the engines of every ``plug_app()`` at this process's test database."""
+    if _PLUGS:
+        workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
+        for plug in _PLUGS:
+            plug.start(workspace)
+
+
+def database_url(config: pytest.Config, driver: str | None = None) -> str:
+    """The URL of this process's test database (the worker database of the configured
+    schema), starting the server and building the template if needed.
+
+    For an app that connects while it is imported (a ``create_all`` at import, say): set
+    the app's own URL setting from it in ``pytest_sessionstart``, before the test modules
+    import the app. ``driver`` defaults to the ``driver`` setting.
+    """
+    from dbtest.plugin import workspace_for
+
+    workspace = workspace_for(config)
+    worker = workspace.worker_database(workspace.default_key())
+    if driver is None:
+        return worker.url
+    return workspace.server.url_for(worker.name, driver)
+
+
+def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
+             connect_args: dict[str, Any] | None = None, autouse: bool = True,
+             ) -> Callable[..., Iterator[Session | None]]:
+    """An autouse fixture pointing the app's engines and session factories at the test
+    database (see the module docstring). Assign it to a name in ``conftest.py``.
+
+    ``targets`` are ``Engine``, ``AsyncEngine``, ``sessionmaker`` or ``scoped_session``
+    objects, or import paths to them (``"module:attr"``), resolved when the run first
+    needs a database. ``execution_options`` and ``connect_args`` add to the
+    ``execution_options`` / ``connect_args`` settings. The engines follow the test
+    database for the whole run, from before the first session- or module-scoped fixture;
+    the fixture yields ``db`` when the app has session factories.
+    """
+    plug = _Plug(targets, dict(execution_options or {}), dict(connect_args or {}))
+    _PLUGS.append(plug)
+
+    @pytest.fixture(autouse=autouse)
+    def _fixture(request: pytest.FixtureRequest) -> Iterator[Session | None]:
+        from dbtest.fixtures import _isolation
+
+        workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
+        found = plug.start(workspace)
+        options = plug.options(workspace)
+        fresh = _isolation(request, workspace) == "fresh"
+        if fresh:
+            fresh_url = request.getfixturevalue("_dbtest_fresh").url
+            for app_engine in found.engines:
+                app_engine.point_at(fresh_url)
+        db: Session | None = None
+        if found.makers or found.scoped:
+            db = request.getfixturevalue("db")
+            conn = request.getfixturevalue("db_connection")
+            if options:
+                conn.execution_options(**options)
+            _share_options(db, [*found.scoped, *found.makers])
+        fresh_engine = request.getfixturevalue("_dbtest_fresh").engine if fresh else None
+        try:
+            with _bound(found, db, fresh_engine):
+                yield db
+        finally:
+            if fresh:  # back to the worker database before the fresh one is dropped
+                worker = workspace.worker_database(workspace.default_key())
+                for app_engine in found.engines:
+                    app_engine.point_at(worker.url)
+
+    return _fixture
+
+
+def _share_options(db: Session, factories: list[Any]) -> None:
+    """Give ``db`` the app's session options (the first factory's win)."""
+    for factory in reversed(factories):
+        for key, value in session_options(factory).items():
+            setattr(db, key, value)
+
+
+class _bound:
+    """Bind the app's session factories to the test's ``db`` and restore them after.
+
+    In a savepoint test, sessions from the app's factories join the test's transaction on
+    ``db``'s connection. In a fresh test they commit for real: a factory bound to one of the
+    app's engines keeps it (it points at the fresh database now), others get the fresh
+    database's engine.
+    """
+
+    def __init__(self, found: _Targets, db: Session | None, fresh_engine: Engine | None,
+                 ) -> None:
+        self.found, self.db, self.fresh_engine = found, db, fresh_engine
+        self.saved: list[tuple[Any, dict[str, Any]]] = []
+        self.previous: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> None:
+        if self.db is None:
+            return
+        makers = [*self.found.makers, *(s.session_factory for s in self.found.scoped)]
+        engines = {id(e.engine) for e in self.found.engines}
+        for maker in makers:
+            bind = maker.kw.get("bind")
+            if self.fresh_engine is not None and id(getattr(bind, "engine", None)) in engines:
+                continue
+            self.saved.append((maker, dict(maker.kw)))
+            if self.fresh_engine is not None:
+                maker.configure(bind=self.fresh_engine)
+            else:
+                maker.configure(bind=self.db.get_bind(), join_transaction_mode="create_savepoint")
+        for scoped in self.found.scoped:
+            try:
+                has = scoped.registry.has()
+            except Exception:
+                # its scope needs a context this test has not entered (Flask-SQLAlchemy's
+                # app context): the app cannot reach it here; a session it opens later
+                # under another scope commits for real, which the leak check reports
+                continue
+            self.previous.append((scoped, scoped.registry() if has else None))
+            scoped.registry.set(self.db)
+
+    def __exit__(self, *exc: object) -> None:
+        for scoped, previous in reversed(self.previous):
+            scoped.registry.clear()
+            if previous is not None:
+                scoped.registry.set(previous)
+        self.previous.clear()
+        for maker, kw in reversed(self.saved):
+            maker.kw.clear()
+            maker.kw.update(kw)
+        self.saved.clear()
