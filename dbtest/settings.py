@@ -43,6 +43,8 @@ HELP: dict[str, str] = {
     "e.g. postgres:16.4, or a local tag)",
     "session_options": "options of the db/async_db sessions: expire_on_commit, autoflush, "
     "autobegin, info, class, async_class (a table; JSON in the environment)",
+    "cache_max_mb": "prune cached cluster generations (beyond the current one and those in "
+    "use) until the cache takes at most this many MiB",
 }
 
 
@@ -74,6 +76,7 @@ class Settings:
     docker_image: str = "postgres:16"
     #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest.sessions`)
     session_options: dict[str, Any] = field(default_factory=dict)
+    cache_max_mb: int | None = None
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -197,7 +200,7 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
     if key in ("template_seeds", "schema_inputs"):
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if str(s).strip())
-    if key in ("seed", "port", "pool_size"):
+    if key in ("seed", "port", "pool_size", "cache_max_mb"):
         try:
             number = int(value)
         except (TypeError, ValueError):

@@ -1,21 +1,31 @@
 """The record ``dbtest up --detach`` leaves in the cache dir (``up.json``), so later
 runs and commands find the running server. Light on imports: every ``auto`` start
-reads it."""
+reads it.
+
+A detached server belongs to one project: ``auto`` joins it only from the project
+root it was started for (a cache dir is often shared by every project of a user).
+Each session that joins registers itself in ``<cache>/attached/<pid>/`` so that
+``dbtest down`` can refuse to pull the server from under running tests.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dbtest.errors import ProvisionError
 from dbtest.provision import lifetime
 
-__all__ = ["STATE_FILE", "DetachedServer", "detached_server", "detached_server_url",
-           "state_lock", "state_path", "write_state"]
+__all__ = ["STATE_FILE", "DetachedServer", "attach", "attached_sessions", "detached_for",
+           "detached_server", "detached_server_url", "forget_sessions", "state_lock",
+           "state_path", "write_state"]
 
 #: the detached server's record, in the cache dir
 STATE_FILE = "up.json"
@@ -34,6 +44,14 @@ class DetachedServer:
     #: its registry entry (the postmaster is its own owner there)
     entry: str
     started: float
+    #: the project root ``dbtest up`` ran for ("" in records of older dbtest: joined by
+    #: no ``auto`` run)
+    project_root: str = ""
+
+    def describe(self) -> str:
+        """``detached, pid N, started by dbtest up at <time>`` (for summaries)."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return f"detached, pid {self.pid}, started by dbtest up at {when}"
 
     def running(self) -> bool:
         """Whether the server still runs (its pid is a postmaster serving ``run_dir``)."""
@@ -54,14 +72,58 @@ def detached_server(cache_dir: Path) -> DetachedServer | None:
         return None
 
 
-def detached_server_url(cache_dir: Path) -> str | None:
+def detached_server_url(cache_dir: Path, project_root: Path | None = None) -> str | None:
     """The URL of the server ``dbtest up --detach`` left running, or ``None``.
 
-    Cheap (one small file and one ``/proc`` read), so settings resolution and the
-    plugin may call it on every run to fall back to that server.
+    With ``project_root``, only a server started for that project counts (what
+    ``auto`` joins). Cheap (one small file and one ``/proc`` read).
     """
+    found = detached_for(cache_dir, project_root)
+    return found.url if found is not None else None
+
+
+def detached_for(cache_dir: Path, project_root: Path | None = None) -> DetachedServer | None:
+    """The running detached server of ``cache_dir`` (for ``project_root``, if given)."""
     found = detached_server(cache_dir)
-    return found.url if found is not None and found.running() else None
+    if found is None or not found.running():
+        return None
+    if project_root is not None and found.project_root != str(project_root.resolve()):
+        return None
+    return found
+
+
+def attach(cache_dir: Path, server_pid: int) -> Path | None:
+    """Register this process as a session using the detached server ``server_pid``."""
+    folder = cache_dir / "attached" / str(server_pid)
+    path = folder / f"{lifetime.identity()}.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": os.getpid(), "argv": sys.argv[:6],
+                                    "cwd": os.getcwd(), "since": time.time()}))
+    except OSError:
+        return None  # a read-only cache: down cannot see this session, nothing else
+    return path
+
+
+def attached_sessions(cache_dir: Path, server_pid: int) -> list[dict[str, Any]]:
+    """Live sessions using the detached server ``server_pid``; forgets dead ones."""
+    folder = cache_dir / "attached" / str(server_pid)
+    live = []
+    with contextlib.suppress(OSError):
+        for path in sorted(folder.glob("*.json")):
+            if not lifetime.identity_alive(path.stem):
+                path.unlink(missing_ok=True)
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                live.append(json.loads(path.read_text()))
+    return live
+
+
+def forget_sessions(cache_dir: Path, server_pid: int) -> None:
+    """Drop the session records of a server that is gone."""
+    import shutil
+
+    shutil.rmtree(cache_dir / "attached" / str(server_pid), ignore_errors=True)
 
 
 def write_state(cache_dir: Path, state: DetachedServer) -> Path:

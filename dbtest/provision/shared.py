@@ -42,6 +42,10 @@ def join_or_start(settings: Any, run: str, owner_pid: int) -> PostgresServer:
         provisioner = Provisioner(settings, owner_pid=owner_pid)
         server = provisioner.start()
         cluster = provisioner._handle
+        if cluster is None:
+            # joined this project's detached server: every worker joins it on its own
+            # (and stays registered as a session of it until this process ends)
+            return server
         data = {"params": asdict(server.params), "version": server.version,
                 "version_num": server.version_num, "backend": server.backend,
                 "details": server.details, "pid": server.details["pid"],
