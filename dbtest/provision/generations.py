@@ -31,7 +31,8 @@ from pathlib import Path
 from dbtest.provision import lifetime
 
 __all__ = ["GENERATIONS_KEPT", "PROJECT_KEEP_DAYS", "Generation", "GenerationLock",
-           "generations", "lock_shared", "pick", "project_of", "prune", "write_meta"]
+           "generations", "lock_shared", "pick", "project_of", "prune", "startable",
+           "write_meta"]
 
 #: the newest generations always kept (besides ``current``, each project's newest and
 #: any in use)
@@ -144,6 +145,22 @@ def pick(cluster_dir: Path, project: str | None) -> tuple[Path, GenerationLock] 
                     os.utime(gen.with_name(gen.name + ".json"))  # "last used", for prune
                 return gen, held
     return None
+
+
+def startable(cluster_dir: Path) -> set[str]:
+    """Names of the generations a start may pick: ``current`` and each project's newest."""
+    names: set[str] = set()
+    newest: dict[str, str] = {}
+    for gen in generations(cluster_dir):
+        if gen.complete:
+            project = project_of(gen.path)
+            if project:
+                newest[project] = gen.path.name
+    names.update(newest.values())
+    current = _current(cluster_dir)
+    if current is not None:
+        names.add(current)
+    return names
 
 
 def _try_exclusive(gen: Generation, create: bool = True) -> int | None:

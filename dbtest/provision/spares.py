@@ -34,7 +34,7 @@ from dbtest.errors import ProvisionError
 from dbtest.provision import lifetime
 
 __all__ = ["NAMESPACE_PREFIX", "namespace", "namespace_dir", "namespaces", "prepare", "sweep",
-           "take"]
+           "sweep_vanished", "take"]
 
 NAMESPACE_PREFIX = "dbtest-u"
 _SPARE = re.compile(r"(gen-\d+)\.(\d+-\d+)\.(partial|ready)")
@@ -106,9 +106,12 @@ def _claim_and_delete(path: Path) -> bool:
 def sweep(ns: Path, *, dry_run: bool = False) -> list[tuple[Path, str]]:
     """Remove the spares in ``ns`` that no start can use; returns ``(path, why)``.
 
-    Useless are: ready spares of generations that no longer exist in the cache dir
-    recorded in ``ns``, and half-made (or half-deleted) ones whose process is gone.
+    Useless are: ready spares of generations that no start of the cache dir recorded
+    in ``ns`` would pick (gone, or neither ``current`` nor a project's newest), and
+    half-made (or half-deleted) ones whose process is gone.
     """
+    from dbtest.provision.generations import startable
+
     removed: list[tuple[Path, str]] = []
     try:
         cache_dir = Path((ns / "cache_dir").read_text().strip())
@@ -120,14 +123,15 @@ def sweep(ns: Path, *, dry_run: bool = False) -> list[tuple[Path, str]]:
     except OSError:
         return removed
     for folder in clusters:
+        wanted = startable(cache_dir / "clusters" / folder.name) if cache_dir else set()
         for entry in sorted(folder.iterdir()):
-            why = _useless(entry, folder.name, cache_dir)
+            why = _useless(entry, wanted)
             if why and (dry_run or _delete(entry)):
                 removed.append((entry, why))
     return removed
 
 
-def _useless(entry: Path, cluster: str, cache_dir: Path | None) -> str | None:
+def _useless(entry: Path, wanted: set[str]) -> str | None:
     trash = _TRASH.fullmatch(entry.name)
     if trash:
         return None if lifetime.identity_alive(trash.group(1)) else \
@@ -139,8 +143,8 @@ def _useless(entry: Path, cluster: str, cache_dir: Path | None) -> str | None:
     if state == "partial":
         return None if lifetime.identity_alive(maker) else \
             "half-made by a process that is gone"
-    if cache_dir is None or not (cache_dir / "clusters" / cluster / gen).is_dir():
-        return "spare of a generation that no longer exists"
+    if gen not in wanted:
+        return "spare of a generation no start picks any more"
     return None
 
 
@@ -169,9 +173,38 @@ def prepare(ns: Path, cluster: str, gen: Path) -> None:
                                 "-m", "dbtest.provision.spares", str(gen), str(folder)])
 
 
+def sweep_vanished(base: Path) -> list[Path]:
+    """Remove this user's namespace folders in ``base`` whose cache dir no longer exists
+    (spares first, then the folder once no run folder is left in it)."""
+    gone = []
+    for ns in namespaces(base):
+        try:
+            recorded = Path((ns / "cache_dir").read_text().strip())
+        except OSError:
+            continue  # being created right now
+        if recorded.exists():
+            continue
+        sweep(ns)
+        if any(ns.glob("dbtest-*")):
+            continue  # a run folder: its owner (or its watchdog) removes it
+        with contextlib.suppress(OSError):
+            for folder in sorted(ns.glob("spares/*")):
+                folder.rmdir()  # only when empty: a spare made meanwhile stays
+            (ns / "spares").rmdir()
+            if not recorded.exists():
+                (ns / "cache_dir").unlink()
+                ns.rmdir()
+                gone.append(ns)
+    return gone
+
+
 def _make(gen: Path, folder: Path) -> int:
-    """The background job: copy ``gen`` to ``folder`` as a ready spare."""
+    """The background job: copy ``gen`` to ``folder`` as a ready spare (and sweep the
+    folders of vanished cache dirs, off the start's path)."""
     from dbtest.provision.generations import lock_shared
+
+    with contextlib.suppress(OSError):
+        sweep_vanished(folder.parent.parent.parent)
 
     held = lock_shared(gen)
     if held is None:
