@@ -40,7 +40,9 @@ from dbtest.provision.detached import (
     detached_for,
     detached_server,
     detached_server_url,
+    detached_servers,
     forget_sessions,
+    remove_state,
     state_lock,
     state_path,
     write_state,
@@ -63,6 +65,7 @@ __all__ = [
     "clean_templates",
     "detached_server",
     "detached_server_url",
+    "detached_servers",
     "doctor",
     "down",
     "up",
@@ -133,18 +136,13 @@ def _run_dir(details: dict[str, Any]) -> str | None:
 
 
 def _up_detached(settings: Settings) -> UpResult:
-    found = detached_server(settings.cache_dir)
+    found = detached_server(settings.cache_dir, settings.root)
     if found is not None and found.running():
-        if found.project_root != str(settings.root.resolve()):
-            raise RefusedError(
-                f"a detached server (pid {found.pid}) already runs for this cache dir, "
-                f"started for {found.project_root or 'another project'}; "
-                f"{state_path(settings.cache_dir)} holds one server per cache dir. Stop it "
-                f"there (dbtest down), or give this project its own cache_dir.")
         return UpResult(found.url, found.dsn, found.backend, found.version, found.pid,
                         found.run_dir, detached=True, already_running=True,
                         state_file=state_path(settings.cache_dir))
-    state_path(settings.cache_dir).unlink(missing_ok=True)  # its server is gone
+    if found is not None:
+        remove_state(settings.cache_dir, found)  # its server is gone
     if settings.backend == "docker":
         raise ConfigError(_NO_DOCKER_DETACH)
     from dbtest.provision import Provisioner
@@ -261,9 +259,9 @@ def down(settings: Settings, force: bool = False) -> DownResult:
 def _down_detached(settings: Settings, force: bool) -> DownResult:
     path = state_path(settings.cache_dir)
     with state_lock(settings.cache_dir):
-        found = detached_server(settings.cache_dir)
+        found = detached_server(settings.cache_dir, settings.root)
         if found is None:
-            if path.exists():
+            if path.exists() and not detached_servers(settings.cache_dir):
                 raise DbtestError(f"{path} is unreadable; if no dbtest server runs, delete it.")
             return DownResult(found=False, was_running=False, state_file=path)
         run_dir = Path(found.run_dir)
@@ -285,7 +283,7 @@ def _down_detached(settings: Settings, force: bool) -> DownResult:
         if lifetime.is_our_postmaster(found.pid, found.run_dir):
             raise ProvisionError(f"the server (pid {found.pid}) did not stop; kill it and run "
                                  f"dbtest down again.")
-        path.unlink(missing_ok=True)
+        remove_state(settings.cache_dir, found)
         forget_sessions(settings.cache_dir, found.pid)
     return DownResult(found=True, was_running=running, state_file=path, url=found.url,
                       pid=found.pid, run_dir=found.run_dir, sessions=sessions)
@@ -521,9 +519,11 @@ def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> 
     found += [("run folder of a dead process", p, None)
               for p in local.orphan_run_dirs(cache) if p not in registered]
     found += [("half-deleted run folder", p, None) for p in local.trash_dirs(cache)]
-    state = detached_server(cache)
-    if state is not None and not state.running():
-        found.append(("record of a stopped detached server", state_path(cache), None))
+    for state in detached_servers(cache):
+        if not state.running():
+            found.append((f"record of a stopped detached server (pid {state.pid}, for "
+                          f"{state.project_root or 'a project'})", state_path(cache),
+                          partial(_forget_record, cache, state)))
     found += [("record of a finished xdist run", p, None)
               for p in sorted((cache / "shared").glob("*.json"))
               if not _shared_server_running(p)]
@@ -538,6 +538,11 @@ def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> 
         items += _drop_vanished_namespaces(cache)
     after = before if dry_run else sum(_disk_size(p) for p in own)
     return CleanReport(tuple(items), dry_run, before, after)
+
+
+def _forget_record(cache: Path, state: DetachedServer) -> None:
+    with state_lock(cache):
+        remove_state(cache, state)
 
 
 def _own_folders(settings: Settings) -> list[Path]:

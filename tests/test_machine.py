@@ -136,10 +136,9 @@ def test_prune_keeps_current_two_newest_each_project_and_in_use(tmp_path: Path) 
 def cache(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "cache"
     yield folder
-    for state in [commands.detached_server(folder)]:
-        if state is not None:
-            lifetime.retire(Path(state.entry), lifetime.Registration(
-                state.pid, state.pid, state.run_dir, 0.0))
+    for state in commands.detached_servers(folder):
+        lifetime.retire(Path(state.entry), lifetime.Registration(
+            state.pid, state.pid, state.run_dir, 0.0))
 
 
 def _run(cache: Path, project: str, make: str | None = None) -> set[str]:
@@ -206,6 +205,23 @@ def test_detached_server_is_joined_only_by_its_project(cache: Path, tmp_path: Pa
     finally:
         joined.stop()
     assert commands.down(mine).was_running  # the session left: down goes through
+
+
+def test_two_projects_of_one_cache_dir_each_have_their_detached_server(
+        cache: Path, tmp_path: Path) -> None:
+    one, two = _settings(cache, tmp_path / "one"), _settings(cache, tmp_path / "two")
+    up_one, up_two = commands.up(one, detach=True), commands.up(two, detach=True)
+    try:
+        assert up_one.pid != up_two.pid and not up_two.already_running
+        assert commands.up(one, detach=True).already_running
+        assert commands.detached_server_url(cache, two.root) == up_two.url
+        assert commands.down(one).pid == up_one.pid
+        assert commands.detached_server_url(cache, two.root) == up_two.url  # untouched
+        assert commands.detached_server_url(cache, one.root) is None
+    finally:
+        commands.down(two, force=True)
+        commands.down(one, force=True)
+    assert not (cache / commands.STATE_FILE).exists()
 
 
 def test_down_force_stops_a_server_in_use(cache: Path, tmp_path: Path) -> None:

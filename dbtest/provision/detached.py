@@ -24,8 +24,8 @@ from dbtest.errors import ProvisionError
 from dbtest.provision import lifetime
 
 __all__ = ["STATE_FILE", "DetachedServer", "attach", "attached_sessions", "detached_for",
-           "detached_server", "detached_server_url", "forget_sessions", "state_lock",
-           "state_path", "write_state"]
+           "detached_server", "detached_server_url", "detached_servers", "forget_sessions",
+           "remove_state", "state_lock", "state_path", "write_state"]
 
 #: the detached server's record, in the cache dir
 STATE_FILE = "up.json"
@@ -62,14 +62,33 @@ def state_path(cache_dir: Path) -> Path:
     return cache_dir / STATE_FILE
 
 
-def detached_server(cache_dir: Path) -> DetachedServer | None:
-    """The record of ``dbtest up --detach`` in ``cache_dir``, running or not; ``None``
-    when there is none (or it is unreadable)."""
+def detached_servers(cache_dir: Path) -> list[DetachedServer]:
+    """Every record in ``up.json`` (one per project that ran ``dbtest up --detach`` with
+    this cache dir), running or not."""
     try:
         data = json.loads(state_path(cache_dir).read_text())
-        return DetachedServer(**data)
-    except (OSError, ValueError, TypeError):
-        return None
+    except (OSError, ValueError):
+        return []
+    items = data.get("servers", []) if isinstance(data, dict) and "url" not in data \
+        else [data]  # one record: the format of older dbtest
+    found = []
+    for item in items:
+        with contextlib.suppress(TypeError):
+            found.append(DetachedServer(**item))
+    return found
+
+
+def detached_server(cache_dir: Path, project_root: Path | None = None
+                    ) -> DetachedServer | None:
+    """The record of ``dbtest up --detach`` for ``project_root`` (without it: the first
+    one) in ``cache_dir``, running or not; ``None`` when there is none (or it is
+    unreadable). A record of older dbtest (no project) counts for every project."""
+    records = detached_servers(cache_dir)
+    if project_root is None:
+        return records[0] if records else None
+    wanted = str(project_root.resolve())
+    return next((r for r in records if r.project_root == wanted), None) or next(
+        (r for r in records if not r.project_root), None)
 
 
 def detached_server_url(cache_dir: Path, project_root: Path | None = None) -> str | None:
@@ -83,13 +102,13 @@ def detached_server_url(cache_dir: Path, project_root: Path | None = None) -> st
 
 
 def detached_for(cache_dir: Path, project_root: Path | None = None) -> DetachedServer | None:
-    """The running detached server of ``cache_dir`` (for ``project_root``, if given)."""
-    found = detached_server(cache_dir)
-    if found is None or not found.running():
-        return None
-    if project_root is not None and found.project_root != str(project_root.resolve()):
-        return None
-    return found
+    """The running detached server of ``cache_dir`` started for ``project_root`` (without
+    it: any running one)."""
+    records = detached_servers(cache_dir)
+    if project_root is not None:
+        wanted = str(project_root.resolve())
+        records = [r for r in records if r.project_root == wanted]
+    return next((r for r in records if r.running()), None)
 
 
 def attach(cache_dir: Path, server_pid: int) -> Path | None:
@@ -127,12 +146,26 @@ def forget_sessions(cache_dir: Path, server_pid: int) -> None:
 
 
 def write_state(cache_dir: Path, state: DetachedServer) -> Path:
+    """Add (or replace) the record of ``state``'s project. Hold :func:`state_lock`."""
+    others = [r for r in detached_servers(cache_dir) if r.project_root != state.project_root]
+    return _write(cache_dir, [*others, state])
+
+
+def remove_state(cache_dir: Path, state: DetachedServer) -> None:
+    """Forget ``state``'s record (the file goes with the last one). Hold :func:`state_lock`."""
+    _write(cache_dir, [r for r in detached_servers(cache_dir) if r != state])
+
+
+def _write(cache_dir: Path, records: list[DetachedServer]) -> Path:
     path = state_path(cache_dir)
+    if not records:
+        path.unlink(missing_ok=True)
+        return path
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     # 0600: with --port the URL holds the server's password
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(state), fh, indent=2)
+        json.dump({"servers": [asdict(r) for r in records]}, fh, indent=2)
     tmp.replace(path)
     return path
 
