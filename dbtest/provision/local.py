@@ -372,9 +372,11 @@ class LocalCluster:
         self.run_dir = None
 
     @classmethod
-    def adopt(cls, cache_dir: Path, cluster_dir: Path, run_dir: Path, pid: int) -> LocalCluster:
+    def adopt(cls, cache_dir: Path, cluster_dir: Path, run_dir: Path, pid: int, *,
+              project: str | None = None, max_mb: int | None = None) -> LocalCluster:
         """A handle on a server another process started (to stop and persist it)."""
         self = cls.__new__(cls)
+        self.project, self.max_mb = project, max_mb
         self.cache_dir, self.cluster_dir, self.run_dir = cache_dir, cluster_dir, run_dir
         self.backend, self.port, self._run_base = "local", None, None
         self.account = server_account()
