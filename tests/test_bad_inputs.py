@@ -126,7 +126,8 @@ def footprint(cache: Path) -> set[tuple[str, int]]:
     for entry in (cache / "run").glob("*-*.json"):
         found.add((str(entry), int(entry.stem.split("-")[1])))
     for base in local.run_bases(cache):
-        for folder in base.glob("dbtest-*"):
+        # run folders live in each cache dir's own folder of a run base (issue 12)
+        for folder in [*base.glob("dbtest-*"), *base.glob("dbtest-u*/dbtest-*")]:
             try:
                 found.add((str(folder), int((folder / lifetime.OWNED_MARK).read_text())))
             except (OSError, ValueError):
@@ -440,7 +441,7 @@ def test_detached_state_file_is_private(tmp_path: Path, sweep: Sweep) -> None:
     try:
         state = cache / commands.STATE_FILE
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
-        record = json.loads(state.read_text())
+        (record,) = json.loads(state.read_text())["servers"]  # one record per project
         password = unquote(urlsplit(record["url"]).password or "")
         # it holds the generated password (hence 0600), not the other server's
         assert len(password) >= 16 and password != sweep.server.params.password
