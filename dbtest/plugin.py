@@ -58,7 +58,7 @@ REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 SEED_KEY = pytest.StashKey[int]()
 
 _OPTIONS = ("backend", "url", "schema", "seeds", "template_seeds", "isolation", "cache_dir",
-            "pg_bin", "leaks", "seed", "port", "pool_size", "docker_image")
+            "pg_bin", "leaks", "seed", "port", "pool_size", "docker_image", "cache_max_mb")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
