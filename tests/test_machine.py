@@ -308,3 +308,34 @@ def test_embedded_backend_twice_as_root(monkeypatch: pytest.MonkeyPatch) -> None
                 assert str(shared) in server.details["bindir"]
     finally:
         subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+def test_clean_touches_only_its_own_cache_dir_and_dead_owners(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from dbtest.provision import local
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(local, "TMPFS", shm)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    mine, theirs, gone = tmp_path / "mine", tmp_path / "theirs", tmp_path / "gone"
+    spares_of = {}
+    for cache in (mine, theirs, gone):
+        cache.mkdir()
+        ns = spares.namespace_dir(shm, cache)
+        spares_of[cache] = _fake_cluster(ns / "spares" / "pg15-0123456789abcdef" /
+                                         f"gen-1.{_dead_pid()}-1.partial")
+    live_run = spares.namespace_dir(shm, theirs) / "dbtest-abcdefgh"
+    live_run.mkdir()
+    lifetime.mark_owned(live_run, _dead_pid())  # dead, but another cache dir's
+    gone.rmdir()  # this cache dir was deleted: its folder's owner is gone
+
+    report = commands.clean(_settings(mine, tmp_path / "proj"), databases=False)
+
+    removed = {item.path for item in report.items if item.removed}
+    assert spares_of[mine] in removed and spares_of[gone] in removed
+    assert spares_of[theirs].exists() and live_run.exists()  # another live cache dir's
+    assert not (shm / spares.namespace(gone)).exists()
+    assert all(item.kind for item in report.items)  # each says why

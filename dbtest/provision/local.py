@@ -242,7 +242,8 @@ class LocalCluster:
                 sys.executable, "-S", "-m", "dbtest.provision.generations", str(data),
                 str(self.cluster_dir), str(self.run_dir), self.project or "",
                 "" if self.max_mb is None else str(self.max_mb)])
-            lifetime.mark_owned(self.run_dir, pid)
+            with contextlib.suppress(OSError):  # (already copied and removed)
+                lifetime.mark_owned(self.run_dir, pid)
             self.run_dir = None
             return None
         gen = generations.store(data, self.cluster_dir, self.project)
