@@ -31,7 +31,7 @@ import pytest
 import dbtest
 from dbtest import cli, commands
 from dbtest.errors import DbtestError
-from dbtest.provision import lifetime, local
+from dbtest.provision import lifetime, local, spares
 from dbtest.provision.server import PostgresServer
 from dbtest.settings import default_cache_dir, resolve
 from tests._bad_inputs_cases import (
@@ -126,8 +126,9 @@ def footprint(cache: Path) -> set[tuple[str, int]]:
     for entry in (cache / "run").glob("*-*.json"):
         found.add((str(entry), int(entry.stem.split("-")[1])))
     for base in local.run_bases(cache):
-        # run folders live in each cache dir's own folder of a run base (issue 12)
-        for folder in [*base.glob("dbtest-*"), *base.glob("dbtest-u*/dbtest-*")]:
+        # run folders live in the cache dir's own folder of each run base (issue 12); other
+        # folders there belong to other cache dirs (other runs on this machine)
+        for folder in (base / spares.namespace(cache)).glob("dbtest-*"):
             try:
                 found.add((str(folder), int((folder / lifetime.OWNED_MARK).read_text())))
             except (OSError, ValueError):
