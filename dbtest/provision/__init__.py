@@ -131,7 +131,9 @@ def project_key(settings: Settings) -> str:
     import json
 
     return hashlib.sha256(json.dumps([str(settings.root.resolve()), settings.schema,
-                                      list(settings.template_seeds)]).encode()).hexdigest()[:16]
+                                      list(settings.template_seeds),
+                                      list(getattr(settings, "schema_inputs", ()))]
+                                     ).encode()).hexdigest()[:16]
 
 
 @contextmanager
