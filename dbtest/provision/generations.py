@@ -12,7 +12,8 @@ takes it exclusively without waiting, so a generation in use is never deleted. T
 kernel drops the lock of a process that dies, so a crash blocks nothing.
 
 What is kept (see :func:`prune`): ``current``, the two newest, each project's newest
-(used within :data:`PROJECT_KEEP_DAYS`), and any in use; then, over ``cache_max_mb``,
+(used within :data:`PROJECT_KEEP_DAYS`; the :data:`PROJECTS_KEPT` most recently
+used projects), and any in use; then, over ``cache_max_mb``,
 the oldest of the rest go first.
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from dbtest.provision import lifetime
 
-__all__ = ["GENERATIONS_KEPT", "PROJECT_KEEP_DAYS", "Generation", "GenerationLock",
+__all__ = ["GENERATIONS_KEPT", "PROJECTS_KEPT", "PROJECT_KEEP_DAYS", "Generation", "GenerationLock",
            "generations", "lock_shared", "pick", "project_of", "prune", "startable",
            "write_meta"]
 
@@ -39,6 +40,8 @@ __all__ = ["GENERATIONS_KEPT", "PROJECT_KEEP_DAYS", "Generation", "GenerationLoc
 GENERATIONS_KEPT = 2
 #: a project's newest generation is kept this long after its last use
 PROJECT_KEEP_DAYS = 7.0
+#: ... and only for this many most recently used projects
+PROJECTS_KEPT = 3
 #: a half-written generation without a writer pid (older dbtest) is stale after this
 LEGACY_PARTIAL_GRACE_S = 600.0
 # gen-<ns>, gen-<ns>.partial (older dbtest), gen-<ns>.partial-<writer identity>
@@ -204,10 +207,15 @@ def _keep_reasons(cluster_dir: Path, gens: list[Generation]) -> dict[Path, str]:
         if project:
             newest_of[project] = gen
     horizon = time.time() - PROJECT_KEEP_DAYS * 86400
+    used: list[tuple[float, Path]] = []
     for gen in newest_of.values():
         with contextlib.suppress(OSError):
-            if gen.meta.stat().st_mtime > horizon:
-                keep.setdefault(gen.path, "a project's newest")
+            last = gen.meta.stat().st_mtime  # touched by each pick
+            if last > horizon:
+                used.append((last, gen.path))
+    # a test suite that makes throwaway projects (pytester) must not pile them up
+    for _, path in sorted(used)[-PROJECTS_KEPT:]:
+        keep.setdefault(path, "a project's newest")
     if current is not None:
         keep[cluster_dir / current] = "current"
     return keep
