@@ -23,6 +23,9 @@ __all__ = ["GENERATION_GRACE_S", "SPARES_PREFIX", "cluster_dirs", "orphan_run_di
 #: a generation replaced (or a half-written one begun) less than this long ago may still
 #: be copied (or written) by another process
 GENERATION_GRACE_S = 60.0
+#: a run folder of older dbtest (outside any cache dir's folder) whose owner is gone is
+#: left this long after its mark was written (its background copy may still read it)
+LEGACY_GRACE_S = 300.0
 #: folders of spare copies, one per server account: ``<run base>/dbtest-spares-<uid>``
 SPARES_PREFIX = "dbtest-spares-"
 # names of what this module creates; ``dbtest clean`` removes nothing else
@@ -105,13 +108,20 @@ def orphan_run_dirs(cache_dir: Path) -> list[Path]:
     """Run and initdb folders that carry dbtest's mark and whose owner is provably gone
     (see :func:`lifetime.in_use`)."""
     found = []
+    legacy = set(_existing(_run_bases(cache_dir)))
     for parent in _run_dir_parents(cache_dir):
         for folder in sorted(parent.glob("dbtest-*")):
             if not _RUN_DIR_NAME.fullmatch(folder.name):
                 continue
             with contextlib.suppress(OSError):
-                if (folder / lifetime.OWNED_MARK).is_file() and not lifetime.in_use(folder):
-                    found.append(folder)
+                mark = folder / lifetime.OWNED_MARK
+                if not mark.is_file() or lifetime.in_use(folder):
+                    continue
+                # older dbtest copied a stopped run's folder into the cache from a
+                # background shell its mark does not name: give that copy time to end
+                if parent in legacy and time.time() - mark.stat().st_mtime < LEGACY_GRACE_S:
+                    continue
+                found.append(folder)
     return found
 
 
