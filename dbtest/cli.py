@@ -150,9 +150,14 @@ def _run_up(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-@subcommand(commands.down)
+def _add_down(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="stop the server even while test sessions use it")
+
+
+@subcommand(commands.down, _add_down)
 def _run_down(settings: Settings, args: argparse.Namespace) -> int:
-    result = commands.down(settings)
+    result = commands.down(settings, force=args.force)
     for name in result.containers:
         _say(f"# {PROG}: removed the docker container {name} (kept for reuse)")
     for name, pids in result.containers_in_use.items():
@@ -161,6 +166,9 @@ def _run_down(settings: Settings, args: argparse.Namespace) -> int:
     if not result.found:
         _say(f"# {PROG}: no detached server is up (nothing recorded in {result.state_file})")
         return 0
+    if result.sessions:
+        _say(f"# {PROG}: stopped while {len(result.sessions)} session(s) used it (--force): "
+             + ", ".join(f"pid {s.get('pid')}" for s in result.sessions))
     if result.was_running:
         _say(f"# {PROG}: stopped the server (pid {result.pid}) and deleted {result.run_dir}")
     else:
@@ -194,7 +202,10 @@ def _run_doctor(settings: Settings, args: argparse.Namespace) -> int:
     _say(f"cache dir: {report.cache_dir}" + (f" ({report.cache_problem})"
                                              if report.cache_problem else ""))
     if report.detached is not None:
-        _say(f"detached server: {mask_url(report.detached.url)} (pid {report.detached.pid})")
+        d = report.detached
+        whose = "this project" if report.auto == "detached" else \
+            f"{d.project_root or 'another project'}; auto does not join it from here"
+        _say(f"detached server: {mask_url(d.url)} ({d.describe()}, for {whose})")
     if not report.ok:
         _error(f"backend {picked or report.selected!r} cannot provide a server here; "
                f"apply its fix above")
@@ -212,7 +223,7 @@ def _add_clean(parser: argparse.ArgumentParser) -> None:
 def _run_clean(settings: Settings, args: argparse.Namespace) -> int:
     report = commands.clean(settings, dry_run=args.dry_run)
     if not report.items:
-        _say(f"{PROG}: nothing to clean")
+        _say(f"{PROG}: nothing to clean ({_size(report.size_before)} in use)")
         return 0
     _say("would remove:" if report.dry_run else "removed:")
     failed = 0
@@ -223,6 +234,8 @@ def _run_clean(settings: Settings, args: argparse.Namespace) -> int:
     verb = "would free" if report.dry_run else "freed"
     freed = sum(i.size for i in report.items if report.dry_run or i.removed)
     _say(f"{verb} {_size(freed)} in {len(report.items) - failed} item(s)")
+    after = "" if report.dry_run else f", after: {_size(report.size_after)}"
+    _say(f"this cache dir's things: before: {_size(report.size_before)}{after}")
     return 1 if failed else 0
 
 

@@ -36,8 +36,13 @@ from dbtest.provision import lifetime
 from dbtest.provision.detached import (
     STATE_FILE,
     DetachedServer,
+    attached_sessions,
+    detached_for,
     detached_server,
     detached_server_url,
+    detached_servers,
+    forget_sessions,
+    remove_state,
     state_lock,
     state_path,
     write_state,
@@ -60,6 +65,7 @@ __all__ = [
     "clean_templates",
     "detached_server",
     "detached_server_url",
+    "detached_servers",
     "doctor",
     "down",
     "up",
@@ -130,12 +136,13 @@ def _run_dir(details: dict[str, Any]) -> str | None:
 
 
 def _up_detached(settings: Settings) -> UpResult:
-    found = detached_server(settings.cache_dir)
+    found = detached_server(settings.cache_dir, settings.root)
     if found is not None and found.running():
         return UpResult(found.url, found.dsn, found.backend, found.version, found.pid,
                         found.run_dir, detached=True, already_running=True,
                         state_file=state_path(settings.cache_dir))
-    state_path(settings.cache_dir).unlink(missing_ok=True)  # its server is gone
+    if found is not None:
+        remove_state(settings.cache_dir, found)  # its server is gone
     if settings.backend == "docker":
         raise ConfigError(_NO_DOCKER_DETACH)
     from dbtest.provision import Provisioner
@@ -157,7 +164,8 @@ def _up_detached(settings: Settings) -> UpResult:
         assert cluster.run_dir is not None and cluster.entry is not None
         state = DetachedServer(server.url, server.dsn, int(server.details["pid"]),
                                str(cluster.run_dir), server.backend, server.version,
-                               str(cluster.entry), time.time())
+                               str(cluster.entry), time.time(),
+                               project_root=str(settings.root.resolve()))
         path = write_state(settings.cache_dir, state)
     except BaseException:
         cluster.stop()
@@ -227,17 +235,20 @@ class DownResult:
     containers: tuple[str, ...] = ()
     #: ... and ones left running because a live process uses them (name -> pids)
     containers_in_use: dict[str, list[int]] = field(default_factory=dict)
+    #: sessions that were still using it (stopped anyway with ``force``)
+    sessions: tuple[dict[str, Any], ...] = ()
 
 
-def down(settings: Settings) -> DownResult:
+def down(settings: Settings, force: bool = False) -> DownResult:
     """Stop the server ``dbtest up --detach`` started and delete its data, and remove the
     docker backend's containers kept for reuse (see
     :func:`dbtest.provision.docker.down_containers`).
 
     Only the server recorded in ``<cache_dir>/up.json`` is touched, and only when its
-    run folder carries dbtest's mark.
+    run folder carries dbtest's mark. While test sessions use it, ``down`` refuses and
+    lists them; ``force`` stops it anyway (their remaining tests then fail).
     """
-    result = _down_detached(settings)
+    result = _down_detached(settings, force)
     from dbtest.provision.docker import down_containers
 
     docker = down_containers(settings.cache_dir)
@@ -245,12 +256,12 @@ def down(settings: Settings) -> DownResult:
                                containers_in_use=docker.in_use)
 
 
-def _down_detached(settings: Settings) -> DownResult:
+def _down_detached(settings: Settings, force: bool) -> DownResult:
     path = state_path(settings.cache_dir)
     with state_lock(settings.cache_dir):
-        found = detached_server(settings.cache_dir)
+        found = detached_server(settings.cache_dir, settings.root)
         if found is None:
-            if path.exists():
+            if path.exists() and not detached_servers(settings.cache_dir):
                 raise DbtestError(f"{path} is unreadable; if no dbtest server runs, delete it.")
             return DownResult(found=False, was_running=False, state_file=path)
         run_dir = Path(found.run_dir)
@@ -259,14 +270,23 @@ def _down_detached(settings: Settings) -> DownResult:
                                f"has no dbtest mark, so dbtest did not create it. If no dbtest "
                                f"server runs, delete {path}.")
         running = found.running()
+        sessions = tuple(attached_sessions(settings.cache_dir, found.pid)) if running else ()
+        if sessions and not force:
+            listed = "\n".join(f"  pid {s.get('pid')}: {' '.join(map(str, s.get('argv', [])))}"
+                               f" (in {s.get('cwd')})" for s in sessions)
+            raise RefusedError(f"refusing to stop the detached server (pid {found.pid}): "
+                               f"{len(sessions)} test session(s) still use it:\n{listed}\n"
+                               f"Wait for them to finish, or stop it anyway with "
+                               f"dbtest down --force (their remaining tests will fail).")
         reg = lifetime.Registration(found.pid, found.pid, found.run_dir, found.started)
         lifetime.retire(Path(found.entry), reg)
         if lifetime.is_our_postmaster(found.pid, found.run_dir):
             raise ProvisionError(f"the server (pid {found.pid}) did not stop; kill it and run "
                                  f"dbtest down again.")
-        path.unlink(missing_ok=True)
+        remove_state(settings.cache_dir, found)
+        forget_sessions(settings.cache_dir, found.pid)
     return DownResult(found=True, was_running=running, state_file=path, url=found.url,
-                      pid=found.pid, run_dir=found.run_dir)
+                      pid=found.pid, run_dir=found.run_dir, sessions=sessions)
 
 
 # -- doctor -----------------------------------------------------------------------------
@@ -300,6 +320,8 @@ class DoctorReport:
     @property
     def ok(self) -> bool:
         """Whether the configured backend can provide a server."""
+        if self.selected == "auto" and self.auto == "detached":
+            return True
         name = self.auto if self.selected == "auto" else self.selected
         return any(c.backend == name and c.usable for c in self.checks)
 
@@ -314,11 +336,12 @@ def doctor(settings: Settings) -> DoctorReport:
     cache_problem = _cache_problem(settings.cache_dir)
     checks = (_check_local(settings, cache_problem), _check_embedded(cache_problem),
               _check_docker(settings.docker_image), _check_url(settings))
-    auto = "url" if settings.url else next(
+    found = detached_for(settings.cache_dir)
+    ours = found is not None and found.project_root == str(settings.root.resolve())
+    auto = "url" if settings.url else "detached" if ours else next(
         (c.backend for c in checks if c.usable and c.backend != "url"), None)
-    found = detached_server(settings.cache_dir)
     return DoctorReport(checks, settings.backend, auto, settings.cache_dir, cache_problem,
-                        found if found is not None and found.running() else None)
+                        found)
 
 
 def _cache_problem(cache_dir: Path) -> str | None:
@@ -441,6 +464,10 @@ class CleanReport:
 
     items: tuple[CleanItem, ...]
     dry_run: bool
+    #: bytes dbtest's things of this cache dir took before and after (its cache dir and
+    #: its folders in tmpfs and the temp dir)
+    size_before: int = 0
+    size_after: int = 0
 
     @property
     def total_size(self) -> int:
@@ -449,23 +476,38 @@ class CleanReport:
 
 
 def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> CleanReport:
-    """Remove what dbtest left behind; only what it made and marked.
+    """Remove what dbtest left behind: only what it made and marked, and only what
+    belongs to this cache dir or to an owner that is provably gone.
 
-    That is: cluster generations in the cache older than the ``current`` one, spare
-    copies of cached clusters, run folders (marked ``.dbtest-owned``) whose owner and
-    server are gone, half-deleted ``*.trash`` folders, and the record of a detached
-    server that has stopped; with ``databases``, also stale databases (see
-    :func:`clean_templates`). Servers in use and anything without dbtest's mark are
-    left alone. ``dry_run`` lists without removing.
+    That is: cluster generations no run needs (beyond ``current``, the two newest, each
+    project's newest and any in use; see ``cache_max_mb``), spare copies of
+    generations that are gone or half-made by dead processes, run folders (marked
+    ``.dbtest-owned``) whose owner and server are gone, half-deleted ``*.trash``
+    folders, the folders of this user's cache dirs that no longer exist, the record of
+    a detached server that has stopped; with ``databases``, also stale databases (see
+    :func:`clean_templates`). Each item says why it goes. Servers in use and anything
+    without dbtest's mark are left alone. ``dry_run`` lists without removing.
     """
-    from dbtest.provision import local
+    from dbtest.provision import generations, local, spares
 
     cache = settings.cache_dir
+    own = _own_folders(settings)
+    before = sum(_disk_size(p) for p in own)
+    items = []
+    if databases:
+        from dbtest.errors import PostgresNotFound
+
+        with contextlib.suppress(PostgresNotFound):  # no server, so no databases to clean
+            items += clean_templates(settings, dry_run)
+    for path, size, why in generations.prune(local.cluster_dirs(cache), settings.cache_max_mb,
+                                             dry_run=dry_run):
+        items.append(CleanItem(f"cluster generation ({why})", path, size, removed=not dry_run))
     found: list[tuple[str, Path, Callable[[], None] | None]] = []
-    found += [("old cluster generation", gen, partial(local.remove_generation, gen))
-              for cluster in local.cluster_dirs(cache)
-              for gen in local.stale_generations(cluster)]
-    found += [("spare cluster copies", p, None) for p in local.spare_dirs(cache)]
+    for ns in local.spare_dirs(cache):
+        sizes = {path: (why, _disk_size(path)) for path, why in spares.sweep(ns, dry_run=True)}
+        done = set() if dry_run else {path for path, _ in spares.sweep(ns)}
+        items += [CleanItem(f"spare cluster copy ({why})", path, size, removed=path in done)
+                  for path, (why, size) in sizes.items()]
     registered: set[Path] = set()
     for entry, reg in lifetime.orphans(cache / "run"):
         if reg is None:
@@ -477,18 +519,14 @@ def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> 
     found += [("run folder of a dead process", p, None)
               for p in local.orphan_run_dirs(cache) if p not in registered]
     found += [("half-deleted run folder", p, None) for p in local.trash_dirs(cache)]
-    state = detached_server(cache)
-    if state is not None and not state.running():
-        found.append(("record of a stopped detached server", state_path(cache), None))
+    for state in detached_servers(cache):
+        if not state.running():
+            found.append((f"record of a stopped detached server (pid {state.pid}, for "
+                          f"{state.project_root or 'a project'})", state_path(cache),
+                          partial(_forget_record, cache, state)))
     found += [("record of a finished xdist run", p, None)
               for p in sorted((cache / "shared").glob("*.json"))
               if not _shared_server_running(p)]
-    items = []
-    if databases:
-        from dbtest.errors import PostgresNotFound
-
-        with contextlib.suppress(PostgresNotFound):  # no server, so no databases to clean
-            items += clean_templates(settings, dry_run)
     for kind, path, remove in found:
         size = _disk_size(path)
         if dry_run:
@@ -496,7 +534,45 @@ def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> 
             continue
         error = _remove(path, remove)
         items.append(CleanItem(kind, path, size, removed=error is None, error=error))
-    return CleanReport(tuple(items), dry_run)
+    if not dry_run:
+        items += _drop_vanished_namespaces(cache)
+    after = before if dry_run else sum(_disk_size(p) for p in own)
+    return CleanReport(tuple(items), dry_run, before, after)
+
+
+def _forget_record(cache: Path, state: DetachedServer) -> None:
+    with state_lock(cache):
+        remove_state(cache, state)
+
+
+def _own_folders(settings: Settings) -> list[Path]:
+    from dbtest.provision import local, spares
+
+    own = spares.namespace(settings.cache_dir)
+    return [settings.cache_dir, *(p for p in local.spare_dirs(settings.cache_dir)
+                                  if p.name == own)]
+
+
+def _drop_vanished_namespaces(cache: Path) -> list[CleanItem]:
+    """Remove the (now empty) folders of this user's cache dirs that no longer exist."""
+    from dbtest.provision import local, spares
+
+    out = []
+    own = spares.namespace(cache)
+    for ns in local.spare_dirs(cache):
+        if ns.name == own:
+            continue
+        leftover = [p for p in ns.rglob("*") if p.is_file() and p.name != "cache_dir"]
+        if leftover:
+            continue  # a run folder still in use: its owner removes it
+        with contextlib.suppress(OSError):
+            if Path((ns / "cache_dir").read_text().strip()).exists():
+                continue  # that cache dir was made again meanwhile
+        size = _disk_size(ns)
+        shutil.rmtree(ns, ignore_errors=True)
+        out.append(CleanItem("folder of a cache dir that no longer exists", ns, size,
+                             removed=not ns.exists()))
+    return out
 
 
 def clean_templates(settings: Settings, dry_run: bool = False) -> list[CleanItem]:

@@ -59,7 +59,7 @@ SEED_KEY = pytest.StashKey[int]()
 
 _OPTIONS = ("backend", "url", "schema", "seeds", "template_seeds", "isolation", "cache_dir",
             "pg_bin", "leaks", "seed", "port", "pool_size", "docker_image", "driver",
-            "async_driver")
+            "async_driver", "cache_max_mb")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -387,7 +387,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     lines = []
     if state.workspace is not None and state.workspace.started:
         server = state.workspace.server
-        lines.append(f"server: PostgreSQL {server.version} ({server.backend})")
+        how = server.details.get("detached") or server.backend  # says which server it joined
+        lines.append(f"server: {how}, PostgreSQL {server.version}" if "detached" in
+                     server.details else f"server: PostgreSQL {server.version} ({how})")
         lines += [_template_line(r) for r in _records(state)]
     elif _is_xdist_controller(config):
         from dbtest.provision.shared import read_records

@@ -57,6 +57,8 @@ HELP: dict[str, str] = {
     "options = \"-csearch_path=tenant,public\"",
     "setup": "module:function called once per test process before the first database is "
     "used, whether the template is built or reused (in-process side effects of app init)",
+    "cache_max_mb": "prune cached cluster generations (beyond the current one and those in "
+    "use) until the cache takes at most this many MiB",
 }
 
 
@@ -93,6 +95,7 @@ class Settings:
     execution_options: dict[str, Any] = field(default_factory=dict)
     connect_args: dict[str, Any] = field(default_factory=dict)
     setup: str | None = None
+    cache_max_mb: int | None = None
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -216,7 +219,7 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
     if key in ("template_seeds", "schema_inputs"):
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(s.strip() for s in items if str(s).strip())
-    if key in ("seed", "port", "pool_size"):
+    if key in ("seed", "port", "pool_size", "cache_max_mb"):
         try:
             number = int(value)
         except (TypeError, ValueError):

@@ -31,7 +31,7 @@ import pytest
 import dbtest
 from dbtest import cli, commands
 from dbtest.errors import DbtestError
-from dbtest.provision import lifetime, local
+from dbtest.provision import lifetime, local, spares
 from dbtest.provision.server import PostgresServer
 from dbtest.settings import default_cache_dir, resolve
 from tests._bad_inputs_cases import (
@@ -126,7 +126,9 @@ def footprint(cache: Path) -> set[tuple[str, int]]:
     for entry in (cache / "run").glob("*-*.json"):
         found.add((str(entry), int(entry.stem.split("-")[1])))
     for base in local.run_bases(cache):
-        for folder in base.glob("dbtest-*"):
+        # run folders live in the cache dir's own folder of each run base (issue 12); other
+        # folders there belong to other cache dirs (other runs on this machine)
+        for folder in (base / spares.namespace(cache)).glob("dbtest-*"):
             try:
                 found.add((str(folder), int((folder / lifetime.OWNED_MARK).read_text())))
             except (OSError, ValueError):
@@ -440,7 +442,7 @@ def test_detached_state_file_is_private(tmp_path: Path, sweep: Sweep) -> None:
     try:
         state = cache / commands.STATE_FILE
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
-        record = json.loads(state.read_text())
+        (record,) = json.loads(state.read_text())["servers"]  # one record per project
         password = unquote(urlsplit(record["url"]).password or "")
         # it holds the generated password (hence 0600), not the other server's
         assert len(password) >= 16 and password != sweep.server.params.password

@@ -240,8 +240,9 @@ def litter(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
     now = time.time_ns()
     cluster = cache_dir / "clusters" / "pg15-0123456789abcdef"
-    current, old = f"gen-{now - 120 * 10**9}", f"gen-{now - 600 * 10**9}"
-    for gen in (current, old):
+    current, previous = f"gen-{now - 120 * 10**9}", f"gen-{now - 300 * 10**9}"
+    old = f"gen-{now - 600 * 10**9}"
+    for gen in (current, previous, old):
         (cluster / gen).mkdir(parents=True)
         (cluster / gen / "PG_VERSION").write_text("15\n")
     (cluster / "current").symlink_to(current)
@@ -251,14 +252,22 @@ def litter(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         (base / name / "data" / "base.file").write_bytes(b"x" * 1000)
         if owner is not None:
             lifetime.mark_owned(base / name, owner)
+            if owner != os.getpid():
+                # an hour ago: older dbtest's folders of dead owners are left 5 min for
+                # their background copy into the cache
+                an_hour_ago = time.time() - 3600
+                os.utime(base / name / lifetime.OWNED_MARK, (an_hour_ago, an_hour_ago))
         return base / name
 
     registered = run_dir(workdir / "elsewhere", "dbtest-regorphn", dead.pid)
     reg = lifetime.Registration(dead.pid, dead.pid, str(registered), 0.0)
     reg.write(cache_dir / "run")
-    spares = shm / f"{local.SPARES_PREFIX}{os.geteuid()}" / cluster.name
-    spares.mkdir(parents=True)
-    (spares / f"{current}.1.ready").mkdir()
+    from dbtest.provision import spares as spare_copies
+
+    ns = spare_copies.namespace_dir(shm, cache_dir)
+    (ns / "spares" / cluster.name).mkdir(parents=True)
+    spare = ns / "spares" / cluster.name / "gen-1.1-1.ready"  # of a generation long gone
+    spare.mkdir()
     stale_state = commands.DetachedServer("postgresql://x@/db", "dbname=db", dead.pid,
                                           str(workdir / "gone"), "local", "15",
                                           str(workdir / "e.json"), 0.0)
@@ -269,11 +278,12 @@ def litter(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
         "orphan": run_dir(cache_dir / "tmp", "dbtest-abcdefgh", dead.pid),
         "orphan in temp dir": run_dir(tmp, "dbtest-initdb-ab_cdefg", dead.pid),
         "registered orphan": registered,
-        "spares": spares.parent,
+        "spares": spare,
         "trash": trash,
         "stale state": cache_dir / commands.STATE_FILE,
         # kept:
         "current generation": cluster / current,
+        "previous generation": cluster / previous,
         "live run dir": run_dir(shm, "dbtest-liveliv1", os.getpid()),
         "unmarked": run_dir(shm, "dbtest-unmarked", None),
         "unrelated": run_dir(tmp, "something-else", dead.pid),
@@ -281,7 +291,7 @@ def litter(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     }
 
 
-KEPT = ("current generation", "live run dir", "unmarked", "unrelated")
+KEPT = ("current generation", "previous generation", "live run dir", "unmarked", "unrelated")
 
 
 def all_files(root: Path) -> set[Path]:

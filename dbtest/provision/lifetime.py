@@ -29,9 +29,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["OWNED_MARK", "Registration", "in_use", "is_our_postmaster", "mark_owned", "orphans",
-           "pid_alive", "reap", "release_watchdog", "remove_run_dir", "retire",
-           "run_in_background", "start_watchdog", "stop_postmaster"]
+__all__ = ["OWNED_MARK", "Registration", "alive_since", "identity", "identity_alive", "in_use",
+           "is_our_postmaster", "mark_owned", "orphans", "pid_alive", "process_start", "reap",
+           "release_watchdog", "remove_run_dir", "retire", "run_in_background",
+           "spawn_detached", "start_watchdog", "stop_postmaster"]
 
 #: file put in every run folder dbtest creates; nothing without it is ever deleted
 OWNED_MARK = ".dbtest-owned"
@@ -42,11 +43,70 @@ def mark_owned(folder: Path, owner_pid: int) -> None:
     (folder / OWNED_MARK).write_text(str(owner_pid))
 
 
-def _mark_owner(folder: Path) -> int | None:
+def _mark_owner(folder: Path) -> tuple[int, float] | None:
+    """The owner's pid and when the mark was written (its owner had started by then)."""
+    mark = folder / OWNED_MARK
     try:
-        return int((folder / OWNED_MARK).read_text().strip())
+        return int(mark.read_text().strip()), mark.stat().st_mtime
     except (OSError, ValueError):
         return None  # no mark, or one from before marks held a pid
+
+
+_BOOT_TIME: list[float] = []
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or ``None`` when unknown
+    (no ``/proc``, or no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        if not _BOOT_TIME:
+            with open("/proc/stat") as fh:
+                _BOOT_TIME.append(float(next(line.split()[1] for line in fh
+                                             if line.startswith("btime "))))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return _BOOT_TIME[0] + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def identity(pid: int | None = None) -> str:
+    """``<pid>-<start ticks>``: names a process, unlike a pid that may be reused."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{_start_ticks(pid) or 0}"
+
+
+def identity_alive(token: str) -> bool:
+    """Whether the process :func:`identity` named still runs (not a reuse of its pid)."""
+    try:
+        pid, ticks = (int(part) for part in token.split("-", 1))
+    except ValueError:
+        return False
+    if not pid_alive(pid):
+        return False
+    now = _start_ticks(pid)
+    return ticks == 0 or now is None or now == ticks
+
+
+def alive_since(pid: int, since: float) -> bool:
+    """Whether the process ``pid`` that existed at time ``since`` still lives.
+
+    A pid alone is not proof: once its process died, the number may be given to a new
+    one. A process that started after ``since`` (1 s of slack: boot time has whole
+    seconds) is not the one that was there, so its pid's first owner is provably gone.
+    """
+    if not pid_alive(pid):
+        return False
+    started = process_start(pid)
+    return started is None or started <= since + 1.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +182,7 @@ def in_use(folder: Path) -> bool:
     data dir (a detached server, or one whose owner died and whose watchdog was killed).
     """
     owner = _mark_owner(folder)
-    if owner is not None and pid_alive(owner):
+    if owner is not None and alive_since(*owner):
         return True
     try:
         pid = int((folder / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -166,7 +226,7 @@ def orphans(registry: Path) -> list[tuple[Path, Registration | None]]:
         except (OSError, ValueError, TypeError):
             found.append((entry, None))
             continue
-        if not pid_alive(reg.owner_pid):
+        if not alive_since(reg.owner_pid, reg.started):
             found.append((entry, reg))
     return found
 
@@ -200,6 +260,19 @@ def run_in_background(args: Sequence[str]) -> None:
     subprocess.run(["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh", *args],
                    start_new_session=True, stdin=subprocess.DEVNULL,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def spawn_detached(args: Sequence[str]) -> int:
+    """Start ``args`` in a session of its own, not waited for; returns its pid (so the
+    caller can hand it something, such as a run folder's mark, before it returns)."""
+    proc = subprocess.Popen(args, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            close_fds=True, env={**os.environ, "PYTHONPATH": _PACKAGE_PARENT})
+    proc.returncode = 0  # never waited for: init reaps it once this process exits
+    return proc.pid
+
+
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 def start_watchdog(reg: Registration, entry: Path) -> subprocess.Popen[bytes]:

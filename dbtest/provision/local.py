@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from dbtest.errors import ProvisionError, StartupFailed
-from dbtest.provision import lifetime
+from dbtest.provision import generations, lifetime, spares
 from dbtest.provision._files import (
     _check_port_free,
     _copy_tree,
@@ -37,6 +38,7 @@ from dbtest.provision._files import (
     make_dir,
 )
 from dbtest.provision.binaries import PgBinaries
+from dbtest.provision.generations import GENERATIONS_KEPT
 from dbtest.provision.leftovers import (  # re-exported: the cache's layout lives there
     _RUN_DIR_NAME,
     SPARES_PREFIX,
@@ -51,9 +53,9 @@ from dbtest.provision.pgconf import SERVER_SETTINGS
 from dbtest.provision.runas import Account, chown_tree, server_account
 from dbtest.provision.server import ConnectionParams, PostgresServer
 
-__all__ = ["CLUSTER_FORMAT", "SPARES_PREFIX", "LocalCluster", "cluster_dirs", "make_dir",
-           "orphan_run_dirs", "remove_generation", "run_bases", "spare_dirs", "stale_generations",
-           "trash_dirs"]
+__all__ = ["CLUSTER_FORMAT", "GENERATIONS_KEPT", "SPARES_PREFIX", "LocalCluster", "cluster_dirs",
+           "make_dir", "orphan_run_dirs", "remove_generation", "run_bases", "spare_dirs",
+           "stale_generations", "trash_dirs"]
 
 #: bump when the cached cluster's layout or initdb settings change
 CLUSTER_FORMAT = 2
@@ -61,7 +63,6 @@ CLUSTER_FORMAT = 2
 INITDB_ARGS = ("-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync",
                "--wal-segsize=1")
 TMPFS = Path("/dev/shm")
-GENERATIONS_KEPT = 2
 
 
 class LocalCluster:
@@ -71,7 +72,8 @@ class LocalCluster:
     _adopted_pid: int | None = None
 
     def __init__(self, binaries: PgBinaries, cache_dir: Path, *, backend: str = "local",
-                 port: int | None = None, run_base: Path | None = None) -> None:
+                 port: int | None = None, run_base: Path | None = None,
+                 project: str | None = None, max_mb: int | None = None) -> None:
         self.binaries = binaries
         self.cache_dir = cache_dir
         self.backend = backend
@@ -82,6 +84,11 @@ class LocalCluster:
              self.account.uid]).encode()).hexdigest()[:16]
         self.cluster_dir = cache_dir / "clusters" / f"pg{binaries.major}-{key}"
         self._run_base = run_base
+        #: who runs it (project root and schema settings): a run starts from the newest
+        #: generation its project made, so concurrent projects keep their templates
+        self.project = project
+        #: ``cache_max_mb``: the cache is pruned below this after each persist
+        self.max_mb = max_mb
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.run_dir: Path | None = None
@@ -119,7 +126,7 @@ class LocalCluster:
         replaced. The lock is an ``flock``: the kernel releases it when its holder dies,
         so the ``initdb.lock`` file a crashed run leaves behind blocks nobody.
         """
-        found = self.current_generation()
+        found = self._pick(for_start)
         if found:
             return found, False
         make_dir(self.cluster_dir)
@@ -133,7 +140,7 @@ class LocalCluster:
                                  f"in {self.cluster_dir}, which holds {lock_path}. Wait for "
                                  f"it, or stop it (fuser {lock_path} names it).") from None
         try:
-            found = self.current_generation()
+            found = self._pick(for_start)
             if found:
                 lock.release()
                 return found, False
@@ -156,9 +163,25 @@ class LocalCluster:
                                  f"Check free space and permissions, or set cache_dir.")
         return found, True
 
+    def _pick(self, for_start: bool) -> Path | None:
+        """The generation to copy; for a start, locked against pruning until copied."""
+        if not for_start:
+            return self.current_generation()
+        picked = generations.pick(self.cluster_dir, self.project)
+        if picked is None:
+            return None
+        self._source_lock: generations.GenerationLock | None = picked[1]
+        return picked[0]
+
+    def _release_source(self) -> None:
+        held = getattr(self, "_source_lock", None)
+        if held is not None:
+            held.release()
+            self._source_lock = None
+
     def _initdb(self) -> Path:
         """``initdb`` into a new work folder (tmpfs when there is room); returns it."""
-        base = self._pick_run_base(0)
+        base = self._run_parent(self._pick_run_base(0))
         for old in base.glob("dbtest-initdb-*"):
             # a run killed during its initdb left this (tens of MB, often in RAM)
             if _RUN_DIR_NAME.fullmatch(old.name) and not lifetime.in_use(old):
@@ -184,11 +207,7 @@ class LocalCluster:
     def _store(self, work: Path, lock: FileLock) -> None:
         """Copy a fresh cluster from ``work`` into the cache, then release ``lock``."""
         try:
-            name = f"gen-{time.time_ns()}"
-            partial = self.cluster_dir / f"{name}.partial"
-            _copy_tree(work / "data", partial)
-            partial.rename(self.cluster_dir / name)
-            self._point_current(name)
+            generations.store(work / "data", self.cluster_dir, None)
         except (OSError, ProvisionError):
             pass  # the next run will try again; this one is already running
         finally:
@@ -201,12 +220,6 @@ class LocalCluster:
         caching = getattr(self, "_caching", None)
         if caching is not None:
             caching.join(timeout)
-
-    def _point_current(self, name: str) -> None:
-        tmp = self.cluster_dir / f"current.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        os.symlink(name, tmp)
-        tmp.replace(self.cluster_dir / "current")  # atomic: readers see old or new
 
     def persist(self, *, background: bool = False) -> Path | None:
         """Keep this (stopped) run's data, templates included, as the newest generation.
@@ -222,24 +235,24 @@ class LocalCluster:
             # the server crashed or was killed: every start from this copy would run
             # crash recovery first, and its templates may be half-written
             return None
-        name = f"gen-{time.time_ns()}"
-        partial = self.cluster_dir / f"{name}.partial"
         if background:
-            link = self.cluster_dir / f"current.{os.getpid()}"
-            script = ('set -e; cp -a "$1" "$2"; rm -f "$2/postmaster.pid"; mv "$2" "$3"; '
-                      'rm -f "$4"; ln -s "$5" "$4"; mv -T "$4" "$6"; rm -rf "$7"')
-            lifetime.run_in_background(["sh", "-c", script, "persist", str(data), str(partial),
-                                        str(self.cluster_dir / name), str(link), name,
-                                        str(self.cluster_dir / "current"), str(self.run_dir)])
-            self.run_dir = None  # the shell removes it once copied
-            return self.cluster_dir / name
-        _copy_tree(data, partial)
-        (partial / "postmaster.pid").unlink(missing_ok=True)
-        partial.rename(self.cluster_dir / name)
-        self._point_current(name)
-        for old in stale_generations(self.cluster_dir, keep=GENERATIONS_KEPT):
-            remove_generation(old)
-        return self.cluster_dir / name
+            # a process of its own: the run ends without waiting for the copy; it takes
+            # the run folder over (its mark names it) and removes it once copied
+            pid = lifetime.spawn_detached([
+                sys.executable, "-S", "-m", "dbtest.provision.generations", str(data),
+                str(self.cluster_dir), str(self.run_dir), self.project or "",
+                "" if self.max_mb is None else str(self.max_mb)])
+            with contextlib.suppress(OSError):  # (already copied and removed)
+                lifetime.mark_owned(self.run_dir, pid)
+            self.run_dir = None
+            return None
+        gen = generations.store(data, self.cluster_dir, self.project)
+        self.prune()
+        return gen
+
+    def prune(self) -> list[tuple[Path, int, str]]:
+        """Remove cached generations nobody needs (see :func:`generations.prune`)."""
+        return generations.prune(generations.cluster_dirs_of(self.cluster_dir), self.max_mb)
 
     # -- running --------------------------------------------------------------------------
     def _pick_run_base(self, needed: int) -> Path:
@@ -255,6 +268,10 @@ class LocalCluster:
         if _reachable(base, self.account):
             return base
         return Path(tempfile.gettempdir())
+
+    def _run_parent(self, base: Path) -> Path:
+        """This cache dir's own folder in ``base`` (see :mod:`dbtest.provision.spares`)."""
+        return spares.namespace_dir(base, self.cache_dir)
 
     def _as_account(self) -> dict[str, Any]:
         if not self.account.switched:
@@ -279,19 +296,36 @@ class LocalCluster:
             _check_port_free(self.port)  # before copying anything or spawning postgres
         source, fresh = self.ensure_cached(for_start=True)
         self.generation = None if fresh else source
-        base = self._pick_run_base(_tree_size(source))
-        self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=base))
-        lifetime.mark_owned(self.run_dir, self._owner)
+        try:
+            ns = self._run_parent(self._pick_run_base(_tree_size(source)))
+            self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=ns))
+            lifetime.mark_owned(self.run_dir, self._owner)
+        except BaseException:
+            self._release_source()
+            self._copied.set()
+            raise
         data, sockets = self.run_dir / "data", self.run_dir / "socket"
         try:
             try:
-                if fresh or not self._take_spare(source, base, data):
+                spare = not fresh and spares.take(ns, self.cluster_dir.name, source, data)
+                if not spare:
                     _copy_tree(source, data)
             finally:
                 self._copied.set()  # the cache writer may now delete a fresh source
             sockets.mkdir(mode=0o700)
             chown_tree(self.run_dir, self.account)
-            server = self._spawn(data, sockets, timeout)
+            try:
+                server = self._spawn(data, sockets, timeout)
+            except StartupFailed:
+                if not spare:
+                    raise
+                # a spare damaged from outside: start once more from the cache itself
+                self.stop(keep_data=True)
+                shutil.rmtree(data, ignore_errors=True)
+                _copy_tree(source, data)
+                chown_tree(data, self.account)
+                server = self._spawn(data, sockets, timeout)
+            self._release_source()
             if detached:
                 self.detach()
             elif self._owner != os.getpid():
@@ -300,10 +334,11 @@ class LocalCluster:
                                               str(self.run_dir), self._entry)  # type: ignore[arg-type]
                 self._release_watchdog()
         except BaseException:
+            self._release_source()
             self.stop()
             raise
         if not fresh:
-            self._prepare_spare(source, base)
+            spares.prepare(ns, self.cluster_dir.name, source)
         return server
 
     def detach(self) -> None:
@@ -338,9 +373,11 @@ class LocalCluster:
         self.run_dir = None
 
     @classmethod
-    def adopt(cls, cache_dir: Path, cluster_dir: Path, run_dir: Path, pid: int) -> LocalCluster:
+    def adopt(cls, cache_dir: Path, cluster_dir: Path, run_dir: Path, pid: int, *,
+              project: str | None = None, max_mb: int | None = None) -> LocalCluster:
         """A handle on a server another process started (to stop and persist it)."""
         self = cls.__new__(cls)
+        self.project, self.max_mb = project, max_mb
         self.cache_dir, self.cluster_dir, self.run_dir = cache_dir, cluster_dir, run_dir
         self.backend, self.port, self._run_base = "local", None, None
         self.account = server_account()
@@ -356,41 +393,6 @@ class LocalCluster:
     def entry(self) -> Path | None:
         """This server's registry entry, while it runs."""
         return self._entry
-
-    # A spare is a copy of the cached cluster made in the background after a start, so
-    # the next start renames it into place instead of copying ~1,000 files (~50-150 ms).
-    def _spare_dir(self, base: Path) -> Path:
-        # keyed by the cluster's name only: a cache dir that is gone (a test's own) then
-        # leaves at most one spare behind, which the next start replaces
-        return base / f"{SPARES_PREFIX}{self.account.uid}" / self.cluster_dir.name
-
-    def _take_spare(self, source: Path, base: Path, data: Path) -> bool:
-        folder = self._spare_dir(base)
-        for spare in sorted(folder.glob(f"{source.name}.*.ready")) if folder.is_dir() else []:
-            try:
-                spare.rename(data)
-            except OSError:
-                continue  # another process took it first
-            return True
-        return False
-
-    def _prepare_spare(self, source: Path, base: Path) -> None:
-        folder = self._spare_dir(base)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            for old in folder.iterdir():
-                stale = not old.name.startswith(source.name + ".")
-                if stale or (old.name.endswith(".partial")
-                             and time.time() - old.stat().st_mtime > 60):
-                    shutil.rmtree(old, ignore_errors=True)
-            if any(folder.glob(f"{source.name}.*")):
-                return  # ready, or being made by another process
-        except OSError:
-            return
-        stem = folder / f"{source.name}.{os.getpid()}"
-        # in the background: it finishes even when this process exits right after the run
-        lifetime.run_in_background(["sh", "-c", 'cp -a "$0" "$1" && mv "$1" "$2"', str(source),
-                                    f"{stem}.partial", f"{stem}.ready"])
 
     def _spawn(self, data: Path, sockets: Path, timeout: float) -> PostgresServer:
         password = None

@@ -42,11 +42,16 @@ def join_or_start(settings: Any, run: str, owner_pid: int) -> PostgresServer:
         provisioner = Provisioner(settings, owner_pid=owner_pid)
         server = provisioner.start()
         cluster = provisioner._handle
+        if cluster is None:
+            # joined this project's detached server: every worker joins it on its own
+            # (and stays registered as a session of it until this process ends)
+            return server
         data = {"params": asdict(server.params), "version": server.version,
                 "version_num": server.version_num, "backend": server.backend,
                 "details": server.details, "pid": server.details["pid"],
                 "run_dir": str(cluster.run_dir), "binaries": str(cluster.binaries.bindir),
-                "cluster_dir": str(cluster.cluster_dir)}
+                "cluster_dir": str(cluster.cluster_dir), "project": cluster.project,
+                "max_mb": cluster.max_mb}
         tmp = state.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(state)
@@ -77,7 +82,8 @@ def stop_shared(cache_dir: Path, run: str) -> bool:
     data = json.loads(state.read_text())
     built = state.with_suffix(".built")
     cluster = LocalCluster.adopt(cache_dir, Path(data["cluster_dir"]), Path(data["run_dir"]),
-                                 int(data["pid"]))
+                                 int(data["pid"]), project=data.get("project"),
+                                 max_mb=data.get("max_mb"))
     cluster.stop(keep_data=built.exists())
     if built.exists():
         cluster.persist()

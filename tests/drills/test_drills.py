@@ -26,9 +26,11 @@ from _kit import (
     assert_clean_run,
     assert_none_left,
     assert_registry_empty,
+    limit_note,
     postgres_naming,
     processes_of,
     registrations,
+    scaled,
     server_processes,
     wait_for,
 )
@@ -247,7 +249,8 @@ def test_server_killed_under_a_running_test(project: Callable[..., Project], cac
     assert "FAILED test_drill.py::test_insert_and_count" in out, out
     assert ("unexpected postmaster exit" in out or "server closed the connection" in out
             or "Connection refused" in out), out
-    assert ended_after < 20, f"the run took {ended_after:.1f} s to end after the server died"
+    assert ended_after < scaled(20), (f"the run took {ended_after:.1f} s to end after the "
+                                      f"server died ({limit_note(20)})")
     assert_none_left(procs, "processes of the killed server")
     _assert_run_dirs_gone([reg["run_dir"]])
     assert_registry_empty(cache)
