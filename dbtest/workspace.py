@@ -64,6 +64,9 @@ class WorkerDatabase:
         loop = asyncio.get_running_loop()
         engine = self._async_engines.get(loop)
         if engine is None:
+            from dbtest.errors import require_extra
+
+            require_extra("asyncpg", "async", "an async engine on the worker database")
             engine = create_async_engine(self.async_url)
             self._async_engines[loop] = engine
         return engine
