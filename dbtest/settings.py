@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ __all__ = ["BACKENDS", "HELP", "Settings", "default_cache_dir", "find_pyproject"
 BACKENDS = ("auto", "local", "embedded", "docker", "url")
 ISOLATIONS = ("savepoint", "fresh")
 LEAK_MODES = ("error", "warn")
+PRESTART_MODES = ("auto", "items", "off")
 
 # One help string per setting, shared by the pytest options, the CLI and the docs.
 HELP: dict[str, str] = {
@@ -43,6 +43,9 @@ HELP: dict[str, str] = {
     "e.g. postgres:16.4, or a local tag)",
     "session_options": "options of the db/async_db sessions: expire_on_commit, autoflush, "
     "autobegin, info, class, async_class (a table; JSON in the environment)",
+    "prestart": "start the server in the background while pytest collects: auto (when a "
+    "collected test needs it, or from the start when [tool.dbtest] exists), items (only "
+    "the former) or off",
 }
 
 
@@ -74,6 +77,7 @@ class Settings:
     docker_image: str = "postgres:16"
     #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest.sessions`)
     session_options: dict[str, Any] = field(default_factory=dict)
+    prestart: Literal["auto", "items", "off"] = "auto"
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -101,6 +105,8 @@ def find_pyproject(start: Path | None = None) -> Path | None:
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:
+    import tomllib  # here, not at the top: the pytest plugin imports this module
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -207,7 +213,8 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
             limits = "0-65535 (0 = a free port)" if key == "port" else "0 or more"
             raise ConfigError(f"{where} is out of range: {number}. Use {limits}.")
         return number
-    choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES}.get(key)
+    choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES,
+               "prestart": PRESTART_MODES}.get(key)
     if choices is not None:
         text = str(value).strip().lower()
         if text not in choices:
