@@ -1,9 +1,11 @@
 """Print a pip constraints file pinning every dependency of dbtest to its declared floor.
 
-    python .ci/floors_constraints.py [EXTRA ...]   # the core, plus these extras
+    python .ci/floors_constraints.py [--loose NAME ...] [EXTRA ...]   # core + these extras
 
 ``name>=X`` becomes ``name==X``; where several groups name one package (pytest>=7.4 in
 the core, pytest>=8.2 in the async extra) the highest floor of the chosen groups wins.
+``--loose NAME`` leaves a package unpinned: one whose floor another chosen dependency
+raises (pytest 8.2 needs pluggy>=1.5), so that its own floor is tested elsewhere.
 Used by .ci/floors to prove every declared floor true.
 """
 
@@ -51,5 +53,11 @@ def floors(extras: list[str]) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    for name, version in sorted(floors(sys.argv[1:]).items()):
-        print(f"{name}=={version}")
+    args, loose = sys.argv[1:], set()
+    while "--loose" in args:
+        at = args.index("--loose")
+        loose.add(canonicalize_name(args[at + 1]))
+        del args[at:at + 2]
+    for name, version in sorted(floors(args).items()):
+        if name not in loose:
+            print(f"{name}=={version}")
