@@ -65,7 +65,7 @@ def main() -> None:
                 tar.extractall(base / "warm", filter="tar")
             extract.append(time.perf_counter() - started)
             seconds, out = _run(SUITE, base / "warm")
-            assert "built" not in out and "reused, 0 migration steps" in out, out
+            assert "built" not in out and "reused" in out, out
             warm.append(seconds)
             _run(["-m", "dbtest", "cache", "wait"], base / "warm")
     print_load("at end")

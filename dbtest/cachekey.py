@@ -8,8 +8,9 @@ changes whenever what is cached would be rebuilt anyway:
 - the cluster's identity: PostgreSQL binaries (folder, full version), initdb settings,
   the server's account and dbtest's cluster format (the cluster folder's name);
 - the default template's name: server major version, the schema source's fingerprint
-  (Alembic scripts + ini, rendered MetaData DDL, SQL files, callable source), the
-  template seed sets and dbtest's template format.
+  (Alembic scripts + ini, rendered MetaData DDL and the project modules it imports, SQL
+  files, callable source), ``schema_inputs`` files, the template seed sets and dbtest's
+  template format.
 
 So ``key: $(dbtest cache key)`` and ``path: $(dbtest cache path)`` in any CI cache, with
 ``dbtest cache wait`` after the tests (a run that built a template copies it into the
@@ -82,7 +83,8 @@ def cache_inputs(settings: Settings) -> dict[str, Any]:
     # the template's name is a hash of its inputs; TemplateCache.name_for reads only the
     # server's major version, so no server is started for it
     templates = TemplateCache(SimpleNamespace(major=binaries.major),  # type: ignore[arg-type]
-                              settings.root, settings.seeds, seed=settings.seed or 0)
+                              settings.root, settings.seeds, seed=settings.seed or 0,
+                              inputs=settings.schema_inputs)
     key = TemplateKey(settings.schema, tuple(settings.template_seeds))
     inputs["template"] = templates.name_for(key, load_schema(key.schema, settings.root))
     return inputs

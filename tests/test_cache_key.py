@@ -84,7 +84,8 @@ def test_restored_cache_starts_warm(pytester: pytest.Pytester,
 
     warm = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     warm.assert_outcomes(passed=1)
-    warm.stdout.fnmatch_lines([f"*template {built.group(1)} *: reused, 0 migration steps*"])
+    warm.stdout.fnmatch_lines([f"*template {built.group(1)} *: reused*"])
+    assert "built" not in warm.stdout.str()
     assert _generation(cache) == generation  # no initdb: the restored cluster was used
     _cli(capsys, "cache", "wait")
     assert _generations(cache) == generations  # and nothing new was kept
