@@ -68,6 +68,8 @@ CASES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
                                             "trivial, all extras, no dbtest, all three off"),
     "one db test, dbtest core, prestart off": ("core", "db", ("--dbtest-prestart=off",),
                                                "trivial, no dbtest"),
+    "one db test, dbtest core, prestart items": ("core", "db", ("--dbtest-prestart=items",),
+                                                 "trivial, no dbtest"),
     "one db test, dbtest core, prestart auto": ("core", "db", ("--dbtest-prestart=auto",),
                                                 "trivial, no dbtest"),
 }

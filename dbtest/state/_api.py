@@ -141,7 +141,7 @@ def query_state_sync(conn: Connection, query: Any, params: Mapping[str, Any] | N
                      labels: Mapping[str, Any] | None) -> QueryState:
     """:func:`dbtest.query_state` on a sync connection."""
     from sqlalchemy import select, text
-    from sqlalchemy.sql import Select, TextClause
+    from sqlalchemy import Select, TextClause  # (not sqlalchemy.sql: SQLAlchemy 2.0.0)
 
     if order not in ("auto", "query", "sorted"):
         raise SnapshotError(f"order={order!r} must be 'auto', 'query' or 'sorted'")
