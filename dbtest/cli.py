@@ -312,6 +312,23 @@ def _run_migrations(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# -- cache ------------------------------------------------------------------------------
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["key", "path", "wait"],
+                        help="key: the CI cache key; path: the folder to save and restore; "
+                             "wait: until background copies into it are done")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="with key: also print what the key is made of")
+
+
+@subcommand(_lazy("dbtest.cachekey", "cache_command"), _add_cache, name="cache")
+def _run_cache(settings: Settings, args: argparse.Namespace) -> int:
+    from dbtest.cachekey import cache_command
+
+    _say(cache_command(settings, args.action, verbose=args.verbose))
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------
 def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
     group = parser.add_argument_group("settings (override DBTEST_* and [tool.dbtest])")

@@ -4,6 +4,7 @@
 
     DbtestError
     ├── ConfigError            a setting, marker or argument is wrong
+    │   └── MissingExtra       a feature's optional dependencies are not installed
     ├── ProvisionError         no server could be had
     │   ├── PostgresNotFound   no backend is usable (lists what was tried)
     │   └── StartupFailed      a server was found but did not come up
@@ -24,6 +25,7 @@ to do about it. Passwords in URLs are masked (see :func:`mask_url`).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
     "ConcurrencyError",
@@ -33,6 +35,7 @@ __all__ = [
     "LeakError",
     "MaskedStr",
     "MigrationError",
+    "MissingExtra",
     "PostgresNotFound",
     "ProvisionError",
     "RefusedError",
@@ -41,6 +44,7 @@ __all__ = [
     "StartupFailed",
     "TemplateError",
     "mask_url",
+    "require_extra",
 ]
 
 # user:password@ in URLs, and password=... in libpq conninfo strings.
@@ -73,6 +77,27 @@ class DbtestError(Exception):
 
 class ConfigError(DbtestError):
     """A setting, CLI option, marker argument or schema string is invalid."""
+
+
+class MissingExtra(ConfigError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names
+    the ``dbtest[...]`` extra that brings it. Also an ``ImportError``."""
+
+
+def require_extra(module: str, extra: str, feature: str) -> Any:
+    """Import and return ``module``, or raise :class:`MissingExtra` saying that
+    ``feature`` needs ``pip install 'dbtest[<extra>]'``."""
+    import importlib
+
+    __tracebackhide__ = True  # pytest shows the caller's line, not this helper
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None:
+            raise
+        raise MissingExtra(f"{feature} needs {exc.name.split('.')[0]}, which is not "
+                           f"installed. Install it with: pip install 'dbtest[{extra}]' "
+                           f"(or 'dbtest[all]')") from None
 
 
 class ProvisionError(DbtestError):

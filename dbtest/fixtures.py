@@ -7,6 +7,7 @@ inside the fixtures, so a run that uses none of them pays nothing.
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,9 @@ def async_db_engine(_dbtest_workspace: Workspace) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
+    from dbtest.errors import require_extra
+
+    require_extra("asyncpg", "async", "the async_db_engine fixture")
     worker = _dbtest_workspace.worker_database(_dbtest_workspace.default_key())
     return create_async_engine(worker.async_url, poolclass=NullPool)
 
@@ -215,21 +219,18 @@ def _bind_factories(request: pytest.FixtureRequest, session: Any) -> None:
 def faker(request: pytest.FixtureRequest) -> Faker:
     """A ``Faker`` seeded from this test's id (and ``--dbtest-seed``): the same test gets
     the same values on every run and machine. Wins over Faker's own ``faker`` fixture,
-    which is seeded the same for every test."""
-    from faker import Faker
-
+    which is seeded the same for every test. Needs ``dbtest[factories]`` (Faker)."""
+    from dbtest.errors import require_extra
     from dbtest.plugin import SEED_KEY
 
+    fake: Faker = require_extra("faker", "factories", "the faker fixture").Faker()
     seed = test_seed(request)
     request.node.stash[SEED_KEY] = seed
-    fake = Faker()
     fake.seed_instance(seed)
-    import factory.random
+    if "factory" in sys.modules:  # factories and dbtest fakes exist only once it is imported
+        from dbtest.factories import seed_factories
 
-    from dbtest import fakes
-
-    factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
-    fakes.reseed(seed)
+        seed_factories(seed)
     return fake
 
 

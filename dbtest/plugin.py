@@ -14,6 +14,7 @@ from dbtest.errors import ConfigError
 from dbtest.settings import HELP  # imports dbtest.errors too: no extra cost
 
 if TYPE_CHECKING:
+    from dbtest._prestart import Prestart
     from dbtest.leaks import Tracker
     from dbtest.workspace import Workspace
 
@@ -32,6 +33,9 @@ class _State:
         self.config = config
         self._settings: Any = None
         self.workspace: Workspace | None = None
+        #: the server start running in the background while pytest collects
+        self.prestart: Prestart | None = None
+        self.prestart_mode: str | None = None
         self.kept: list[tuple[str, str]] = []
         self._tracker: Tracker | None = None
 
@@ -59,7 +63,7 @@ SEED_KEY = pytest.StashKey[int]()
 
 _OPTIONS = ("backend", "url", "schema", "seeds", "template_seeds", "isolation", "cache_dir",
             "pg_bin", "leaks", "seed", "port", "pool_size", "docker_image", "driver",
-            "async_driver", "cache_max_mb")
+            "async_driver", "cache_max_mb", "prestart")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -187,11 +191,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # would crash it); its run is a database run anyway
     if _is_xdist_controller(session.config):
         _settings_or_usage_error(session.config)
+    else:  # speculatively, if [tool.dbtest] exists (prestart = "auto")
+        _start_early(session.config, speculative=True)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    from dbtest._prestart import needs_server
+
+    if needs_server(item):
+        _start_early(item.config, speculative=False)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Settings errors stop the run once, before any test, with the message alone (not
-    one traceback per test); runs that use no dbtest fixture never read them."""
+    one traceback per test); runs that use no dbtest fixture never read them. A server
+    started in the background that no selected test needs is stopped."""
+    state = session.config.stash[WORKSPACE_KEY]
+    if state.prestart is not None:
+        from dbtest._prestart import needs_server
+
+        if not any(needs_server(item) for item in session.items):
+            state.prestart.cancel()  # stopped at the end of the run, once it is up
     if hasattr(session.config, "workerinput"):
         return  # the controller checked them
     if any(not _SETTINGS_FIXTURES.isdisjoint(getattr(i, "fixturenames", ()))
@@ -261,23 +281,39 @@ def _check_budget(config: pytest.Config) -> None:
 
 
 def workspace_for(config: pytest.Config) -> Workspace:
-    """This process's :class:`Workspace`, created on first use."""
+    """This process's :class:`Workspace`, created on first use (or handed over by the
+    background start, whose error, if any, is raised here)."""
     state = config.stash[WORKSPACE_KEY]
     if state.workspace is None:
-        from dbtest.workspace import Workspace, worker_id
-
-        run = os.environ.get("PYTEST_XDIST_TESTRUNUID") if hasattr(config, "workerinput") \
-            else None
-        settings = state.settings
-        # xdist workers share one local server, so templates are built once per run
-        share = run is not None and settings.backend in ("auto", "local", "embedded") and \
-            not settings.url
-        workerinput = getattr(config, "workerinput", None)
-        state.workspace = Workspace(settings, worker=worker_id(workerinput),
-                                    run_id=run[:8] if run else None,
-                                    shared_run=run if share else None,
-                                    workers=int((workerinput or {}).get("workercount", 1)))
+        if state.prestart is not None:
+            state.workspace = state.prestart.result()  # raises the start's error
+            state.prestart = None
+        else:
+            state.workspace = _new_workspace(config)
     return state.workspace
+
+
+def _new_workspace(config: pytest.Config) -> Workspace:
+    from dbtest.workspace import Workspace, worker_id
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") if hasattr(config, "workerinput") \
+        else None
+    settings = config.stash[WORKSPACE_KEY].settings
+    # xdist workers share one local server, so templates are built once per run
+    share = run is not None and settings.backend in ("auto", "local", "embedded") and \
+        not settings.url
+    workerinput = getattr(config, "workerinput", None)
+    return Workspace(settings, worker=worker_id(workerinput),
+                     run_id=run[:8] if run else None, shared_run=run if share else None,
+                     workers=int((workerinput or {}).get("workercount", 1)))
+
+
+def _start_early(config: pytest.Config, *, speculative: bool) -> None:
+    """Start the server in the background while pytest collects (see dbtest._prestart)."""
+    from dbtest._prestart import maybe_start
+
+    maybe_start(config.stash[WORKSPACE_KEY], config, lambda: _new_workspace(config),
+                controller=_is_xdist_controller(config), speculative=speculative)
 
 
 #: fixtures that reach the worker database without a savepoint fixture's own checks
@@ -419,6 +455,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(WORKSPACE_KEY, None)
     if state is None:
         return
+    if state.prestart is not None:  # started in the background, never handed over
+        state.prestart.close()
+        state.prestart = None
     if state.workspace is not None:
         state.workspace.close()
         state.workspace = None

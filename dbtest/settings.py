@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ ASYNC_DRIVERS = ("asyncpg", "psycopg")
 _DRIVER_PACKAGES = {"psycopg": ("psycopg", "psycopg[binary]"),
                     "psycopg2": ("psycopg2", "psycopg2-binary"),
                     "asyncpg": ("asyncpg", "asyncpg")}
+PRESTART_MODES = ("auto", "items", "off")
 
 # One help string per setting, shared by the pytest options, the CLI and the docs.
 HELP: dict[str, str] = {
@@ -59,6 +59,9 @@ HELP: dict[str, str] = {
     "used, whether the template is built or reused (in-process side effects of app init)",
     "cache_max_mb": "prune cached cluster generations (beyond the current one and those in "
     "use) until the cache takes at most this many MiB",
+    "prestart": "start the server in the background while pytest collects: auto (when a "
+    "collected test needs it, or from the start when [tool.dbtest] exists), items (only "
+    "the former) or off",
 }
 
 
@@ -96,6 +99,7 @@ class Settings:
     connect_args: dict[str, Any] = field(default_factory=dict)
     setup: str | None = None
     cache_max_mb: int | None = None
+    prestart: Literal["auto", "items", "off"] = "auto"
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -123,6 +127,8 @@ def find_pyproject(start: Path | None = None) -> Path | None:
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:
+    import tomllib  # here, not at the top: the pytest plugin imports this module
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -230,7 +236,8 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
             raise ConfigError(f"{where} is out of range: {number}. Use {limits}.")
         return number
     choices = {"backend": BACKENDS, "isolation": ISOLATIONS, "leaks": LEAK_MODES,
-               "driver": DRIVERS, "async_driver": ASYNC_DRIVERS}.get(key)
+               "driver": DRIVERS, "async_driver": ASYNC_DRIVERS,
+               "prestart": PRESTART_MODES}.get(key)
     if choices is not None:
         text = str(value).strip().lower()
         if text not in choices:

@@ -77,6 +77,10 @@ class WorkerDatabase:
         loop = asyncio.get_running_loop()
         engine = self._async_engines.get(loop)
         if engine is None:
+            from dbtest.errors import require_extra
+
+            if "+asyncpg" in self.async_url:
+                require_extra("asyncpg", "async", "an async engine on the worker database")
             engine = create_async_engine(self.async_url, **async_kwargs(self.engine_kwargs))
             self._async_engines[loop] = engine
         return engine

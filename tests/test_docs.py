@@ -203,8 +203,12 @@ def test_repository_workflows_parse_and_run_the_readme_command() -> None:
 
 def test_ci_recipes_parse_and_use_each_backend() -> None:
     yaml = _yaml()
-    blocks = [m.group("body") for m in _YAML_BLOCK.finditer((DOCS / "ci.md").read_text())]
+    found = [m.group("body") for m in _YAML_BLOCK.finditer((DOCS / "ci.md").read_text())]
+    # complete workflows; the other blocks are steps to add to one (the CI cache)
+    blocks = [b for b in found if b.startswith("name:")]
     assert len(blocks) == 5
+    steps = [yaml.safe_load(b) for b in found if not b.startswith("name:")]
+    assert any("dbtest cache key" in str(s) and "dbtest cache wait" in str(s) for s in steps)
     workflows = [yaml.safe_load(block) for block in blocks]
     for i, workflow in enumerate(workflows, 1):
         _check_workflow(workflow, f"docs/ci.md YAML block {i}")

@@ -187,7 +187,9 @@ def test_no_database_fixture_starts_no_server_and_imports_nothing(
             # Faker's plugin (installed with dbtest) would build a Faker in every run
             assert "faker.providers.person.en_US" not in sys.modules
     ''')
-    result = run(project)
+    # items: no speculative start at session start (which [tool.dbtest] would ask for and
+    # the end of collection cancels; tests/test_prestart.py covers it)
+    result = run(project, "--dbtest-prestart=items")
     result.assert_outcomes(passed=2)
     assert "PostgreSQL" not in result.stdout.str()
 

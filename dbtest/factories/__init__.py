@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -54,9 +55,10 @@ _PATCHED: dict[str, Any] = {}
 
 
 def _base() -> type:
-    from factory.alchemy import SQLAlchemyModelFactory
+    from dbtest.errors import require_extra
 
-    return SQLAlchemyModelFactory
+    alchemy = require_extra("factory.alchemy", "factories", "dbtest factories")
+    return alchemy.SQLAlchemyModelFactory  # type: ignore[no-any-return]
 
 
 def all_factories() -> list[type]:
@@ -87,6 +89,10 @@ def bind_session(session: Session | AsyncSession, *, seed: int | None = None
     from dbtest.factories._polyfactory import bind_polyfactory
 
     unbind_poly = bind_polyfactory(session, seed=seed)
+    # Until something imports factory-boy no factory-boy factory exists, so there is
+    # nothing to bind: then this imports nothing (factory-boy imports Faker, ~1 s).
+    if "factory" not in sys.modules:
+        return unbind_poly or _nothing
     _install_patches()
     target: Any = getattr(session, "sync_session", session)
     if target is not session:
@@ -115,6 +121,10 @@ def bind_session(session: Session | AsyncSession, *, seed: int | None = None
             unbind_poly()
 
     return unbind
+
+
+def _nothing() -> None:
+    pass
 
 
 def seed_factories(seed: int) -> None:

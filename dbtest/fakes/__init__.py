@@ -97,9 +97,9 @@ class FastFaker:
         cache_key = (self.locale, provider, args, tuple(sorted(kwargs.items(), key=str)))
         found = _POOLS.get(cache_key)
         if found is None:
-            from faker import Faker
+            from dbtest.errors import require_extra
 
-            fake = Faker(self.locale)
+            fake = require_extra("faker", "factories", "dbtest fakes").Faker(self.locale)
             fake.seed_instance(zlib.crc32(repr(cache_key).encode()))
             try:
                 method = getattr(fake, provider)
@@ -126,9 +126,10 @@ def reseed(seed: int) -> None:
 
 
 def _base_declaration() -> type:
-    from factory.declarations import BaseDeclaration
+    from dbtest.errors import require_extra
 
-    return BaseDeclaration
+    declarations = require_extra("factory.declarations", "factories", "dbtest.fakes")
+    return declarations.BaseDeclaration  # type: ignore[no-any-return]
 
 
 class Fake(_base_declaration()):  # type: ignore[misc]

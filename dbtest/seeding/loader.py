@@ -233,15 +233,15 @@ def _import(item: SeedSet) -> ModuleType:
 
 def _run_python(connection: Connection, item: SeedSet, seed: int, scale: int, index: int,
                 count: int, progress: Callable[[SeedProgress], None] | None) -> None:
-    from faker import Faker
     from sqlalchemy.orm import Session
 
     from dbtest import fakes
+    from dbtest.errors import require_extra
     from dbtest.factories import bind_session, seed_factories
 
     module = _import(item)
     own_seed = set_seed(seed, item.name)
-    faker = Faker()
+    faker = require_extra("faker", "factories", f"seed set {item.name!r} (ctx.faker)").Faker()
     faker.seed_instance(own_seed)
     seed_factories(own_seed)  # factory.Faker, fuzzy and dbtest Fake declarations
     # create_savepoint: a seed's commit() or rollback() stays inside its own savepoint

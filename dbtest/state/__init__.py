@@ -120,6 +120,9 @@ def changes(db: Any, *tables: Any, since: TableState | None = None, order_by: Or
 
 def __getattr__(name: str) -> Any:
     if name == "DbtestSnapshotExtension":  # imports syrupy: only on demand
+        from dbtest.errors import require_extra
+
+        require_extra("syrupy", "snapshots", "DbtestSnapshotExtension")
         from dbtest.state._syrupy import DbtestSnapshotExtension
 
         return DbtestSnapshotExtension

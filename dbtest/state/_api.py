@@ -140,8 +140,8 @@ def query_state_sync(conn: Connection, query: Any, params: Mapping[str, Any] | N
                      name: str, order: str, mask: Sequence[str] | None,
                      labels: Mapping[str, Any] | None) -> QueryState:
     """:func:`dbtest.query_state` on a sync connection."""
-    from sqlalchemy import select, text
-    from sqlalchemy.sql import Select, TextClause
+    # Select and TextClause from sqlalchemy itself: SQLAlchemy 2.0.0's sqlalchemy.sql lacks them
+    from sqlalchemy import Select, TextClause, select, text
 
     if order not in ("auto", "query", "sorted"):
         raise SnapshotError(f"order={order!r} must be 'auto', 'query' or 'sorted'")
