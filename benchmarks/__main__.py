@@ -94,7 +94,8 @@ def run(script: Script, quick: bool, logdir: Path) -> None:
     """Run one script in a process of its own; never raises for the script's failure."""
     script.args = list(script.config["quick" if quick else "full"])
     timeout = float(script.config["timeout_quick" if quick else "timeout_full"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBTEST_", "PYTEST_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DBTEST_", "PYTEST_")) or k.startswith("DBTEST_BENCH_")}
     env["PYTHONUNBUFFERED"] = "1"
     out, err = logdir / f"{script.name}.out", logdir / f"{script.name}.err"
     load0 = os.getloadavg()[0]

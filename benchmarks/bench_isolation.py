@@ -40,7 +40,7 @@ import _peers  # a sibling file, not a package
 from _driver import FAST_SETTINGS
 from _peers import ms, p90, print_table, verdict
 
-BENCHMARK = {"order": 20, "quick": ["--quick"], "readme": True}
+BENCHMARK = {"title": "Isolating one test", "order": 20, "quick": ["--quick"], "readme": True}
 REPO = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"template (\S+) \((.*?)\): ((?:re)?built(?: because .*?;|,) (\d+) "
                      r"migration step\(s\) applied|reused \(verified in \d+ ms\)) in (\d+) ms")

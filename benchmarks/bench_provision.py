@@ -45,7 +45,7 @@ import _peers  # a sibling file, not a package
 import _provision_pytest as pyrows
 from _peers import ms, p90, print_table, verdict
 
-BENCHMARK = {"order": 10, "quick": ["--quick"], "readme": True}
+BENCHMARK = {"title": "Starting a server", "order": 10, "quick": ["--quick"], "readme": True}
 IDLE = 1.5  # seconds between the previous run and an "idle" start
 ROWS = [  # key, label
     ("dbtest-idle", "dbtest warm, previous run {idle} s ago"),
