@@ -106,19 +106,20 @@ def fs_type(path: Path) -> str:
 
 
 def machine_info(pg_version: str, extra: Sequence[str] = ()) -> None:
-    """Print date, machine and load: the numbers below only mean something next to these."""
-    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+    """Print date, machine and load as a Markdown list: the numbers below only mean
+    something next to these."""
+    print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"- machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
           f"{platform.machine()}; {_cpu_model()}; {_mem_total()}")
-    print(f"PostgreSQL: {pg_version}; Python {platform.python_version()} ({sys.executable})")
+    print(f"- PostgreSQL: {pg_version}; Python {platform.python_version()} ({sys.executable})")
     for line in extra:
-        print(line)
+        print(f"- {line}")
     print_load("at start")
 
 
 def print_load(when: str) -> None:
     one, five, fifteen = os.getloadavg()
-    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} "
+    print(f"- load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} "
           f"(on {os.cpu_count()} CPUs; other processes share this machine)", flush=True)
 
 
@@ -232,20 +233,24 @@ def _pick_python(account: pwd.struct_passwd | None) -> Path | None:
     return None
 
 
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _pip(py: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(py), "-m", "pip", "install", "-q",
                            "--disable-pip-version-check", *args],
                           capture_output=True, text=True, check=False)
 
 
-def ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None] = print
+def ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None] | None = None
                     ) -> PeerEnv:
     """The peers' venv, made and filled from ``requirements.txt`` when missing (under a
     lock: parallel runs share it); each peer that cannot be had is named with the reason."""
     from filelock import FileLock
 
     with FileLock(f"{PEER_VENV}.lock"):
-        return _ensure_peer_env(account, log)
+        return _ensure_peer_env(account, log or _progress)
 
 
 def _ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None]
@@ -294,13 +299,13 @@ def _ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], Non
     return env
 
 
-def ensure_bare_venv(log: Callable[[str], None] = print) -> Path | None:
+def ensure_bare_venv(log: Callable[[str], None] | None = None) -> Path | None:
     """A venv with nothing but the pytest dbtest's venv has, on dbtest's own interpreter:
     what a project runs before it adds dbtest. Returns its Python, None if it cannot be had."""
     from filelock import FileLock
 
     with FileLock(f"{BARE_VENV}.lock"):
-        return _ensure_bare_venv(log)
+        return _ensure_bare_venv(log or _progress)
 
 
 def _ensure_bare_venv(log: Callable[[str], None]) -> Path | None:
@@ -358,14 +363,15 @@ def driver_copy(account: pwd.struct_passwd | None) -> Path:
 
 
 def peer_start_stop(env: PeerEnv, driver: Path, bindir: str, peers: Sequence[str],
-                    where: Path) -> dict[str, dict[str, float] | str]:
+                    where: Path | None = None) -> dict[str, dict[str, float] | str]:
     """One start + first query + stop of each of ``peers``, timed inside the driver process,
     their data folders in ``where`` (through TMPDIR: every peer makes them with mkdtemp)."""
     runtime = private_dir("dbtest-bench-xdg-", env.account)
     try:
         proc = env.run([str(env.python), str(driver), "start", bindir, *peers],
                        cwd=driver.parent, timeout=300,
-                       env={"XDG_RUNTIME_DIR": str(runtime), "TMPDIR": str(where)})
+                       env={"XDG_RUNTIME_DIR": str(runtime),
+                            **({"TMPDIR": str(where)} if where else {})})
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     try:

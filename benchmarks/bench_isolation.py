@@ -342,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} round(s)"])
     if env is not None:
         for peer, why in env.missing.items():
-            print(f"peer skipped: {peer}: {why}")
-        print(f"peers' venv {_peers.PEER_VENV}: " +
+            print(f"- peer skipped: {peer}: {why}")
+        print(f"- peers' venv {_peers.PEER_VENV}: " +
               ", ".join(f"{k} {v}" for k, v in env.versions.items()))
     inproc: dict[str, list[float]] = {}
     fresh: dict[str, dict[str, list[float]]] = {}

@@ -175,14 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         generated = scratch / "generated"
         write_generated(generated, tests)
         suites: list[tuple[str, Path, list[str]]] = []
-        # also a warm-up (imports, spare cluster copies); not in the table
-        probe = run_suite("example", REPO, ["migrations_example/tests"], 0, base_cache, scratch)
-        if probe.rc == 0:
-            suites.append(("example", REPO, ["migrations_example/tests"]))
-        else:
-            print(f"example suite skipped: `pytest migrations_example/tests` fails on this "
-                  f"checkout (exit {probe.rc}, {probe.outcomes}); see its output above",
-                  flush=True)
+        if opts.quick:  # the example suite (FastAPI app, seeds) takes minutes under -n 2
+            print("- the example suite runs in the full run only; --quick runs the generated "
+                  "one\n")
+        else:  # also a warm-up (imports, spare cluster copies); not in the table
+            probe = run_suite("example", REPO, ["migrations_example/tests"], 0, base_cache,
+                              scratch)
+            if probe.rc == 0:
+                suites.append(("example", REPO, ["migrations_example/tests"]))
+            else:
+                print(f"- example suite skipped: `pytest migrations_example/tests` fails on "
+                      f"this checkout (exit {probe.rc}, {probe.outcomes}); see its output "
+                      f"above", flush=True)
         suites.append(("generated", generated, []))
 
         results: dict[tuple[str, int], list[Result]] = {}
