@@ -291,8 +291,11 @@ def _ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], Non
     version = env.versions.get("python", "?")
     for peer in PEERS:
         if peer == "pytest-pglite" and tuple(map(int, version.split(".")[:2])) < (3, 14):
-            env.missing[peer] = (f"pytest-pglite needs Python >= 3.14; the peers' venv runs "
-                                 f"Python {version} and no 3.14 exists on this machine")
+            py314 = shutil.which("python3.14")
+            env.missing[peer] = (
+                f"pytest-pglite needs Python >= 3.14; the peers' venv runs Python {version}"
+                + (f" (a venv made with {py314} in DBTEST_BENCH_VENV would run it)" if py314
+                   else " and there is no python3.14 on PATH here"))
         elif _NEEDS[peer] not in have or "psycopg" not in have:
             env.missing[peer] = f"{PEER_PACKAGES[_NEEDS[peer]]} (or psycopg) could not be " \
                                 f"installed into {PEER_VENV}"
