@@ -40,7 +40,8 @@ import _peers  # a sibling file, not a package
 from _driver import FAST_SETTINGS
 from _peers import ms, p90, print_table, verdict
 
-BENCHMARK = {"title": "Isolating one test", "order": 20, "quick": ["--quick"], "readme": True}
+BENCHMARK = {"title": "Isolating one test", "order": 20, "quick": ["--quick"], "readme": True,
+             "timeout_quick": 900}
 REPO = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"template (\S+) \((.*?)\): ((?:re)?built(?: because .*?;|,) (\d+) "
                      r"migration step\(s\) applied|reused \(verified in \d+ ms\)) in (\d+) ms")
@@ -269,6 +270,12 @@ def targets(b: Bench, med: dict[str, float], inproc: dict[str, list[float]],
             print(f"{verdict((a - c) * 1000 <= limit)} savepoint isolation overhead <= {limit} "
                   f"ms per test ({kind}, in-process): {(a - c) * 1000:.2f} ms ({ms(a)} in a "
                   f"savepoint vs {ms(c)} without)")
+            if iso in med and plain in med and inproc_mod.LEAK in inproc and kind == "sync":
+                total = (med[iso] - med[plain]) / b.n
+                leak = statistics.median(inproc[inproc_mod.LEAK])
+                print(f"     where the `db` fixture's {ms(total)} ms per test go: savepoint "
+                      f"statements {ms(a - c)} + leak check {ms(leak)} + the rest (connection "
+                      f"checkout, session, fixture plumbing) {ms(total - (a - c) - leak)} ms")
     ours, theirs = per_test(b, med, "db_url", "bare"), per_test(b, med, "sqla", "peer_bare")
     if ours is not None and theirs is not None:
         print(f"HEADLINE savepoint against savepoint on the same server: dbtest `db` "
@@ -279,12 +286,28 @@ def targets(b: Bench, med: dict[str, float], inproc: dict[str, list[float]],
                        ("pp_fast_disk", "fsync off, disk"),
                        ("pp_default_disk", "default, disk")):
         if "db" not in med or key not in med:
-            print(f"MISS {n}-test suite >= 5x faster than pytest-postgresql ({label}): not "
-                  f"measured ({b.failures.get(key, 'peers skipped')})")
+            print(f"MISS `db` >= 5x faster than pytest-postgresql ({label}): not measured "
+                  f"({b.failures.get(key, 'peers skipped')})")
             continue
-        print(f"{verdict(med[key] / med['db'] >= 5)} {n}-test `db` suite >= 5x faster than "
-              f"pytest-postgresql's clone per test ({label}): {med[key] / med['db']:.1f}x "
-              f"({med['db']:.1f} s vs {med[key]:.1f} s, both {n} tests)")
+        ours, theirs = per_test(b, med, "db", "bare"), per_test(b, med, key, "peer_bare")
+        if ours is not None and theirs is not None and ours <= 0:
+            print(f"MISS per-test cost of `db` >= 5x lower than pytest-postgresql's ({label}): "
+                  f"not measurable in this run, the `db` suite's cost over its trivial suite "
+                  f"is {ours * 1000:.2f} ms per test (within the noise)")
+        elif ours is not None and theirs is not None:
+            print(f"{verdict(theirs / ours >= 5)} per-test cost of `db` >= 5x lower than "
+                  f"pytest-postgresql's clone per test ({label}): {theirs / ours:.1f}x "
+                  f"({ours * 1000:.2f} vs {theirs * 1000:.2f} ms per test over each venv's "
+                  f"trivial suite, {n}-test suites)")
+        ratio = med[key] / med["db"]
+        if b.n >= 1000:
+            print(f"{verdict(ratio >= 5)} {n}-test `db` suite >= 5x faster than "
+                  f"pytest-postgresql's clone per test ({label}): {ratio:.1f}x "
+                  f"({med['db']:.1f} s vs {med[key]:.1f} s, both {n} tests)")
+        else:  # the target is for 1,000-test suites: a start cost weighs more in fewer tests
+            print(f"(whole {n}-test suites, {label}: `db` {med['db']:.1f} s, "
+                  f"pytest-postgresql {med[key]:.1f} s, {ratio:.1f}x; the 5x target for "
+                  f"1,000-test suites is judged in the full run)")
         if key == "pp_fast_tmpfs":
             print(f"HEADLINE {n} tests: dbtest `db` {med['db']:.1f} s, pytest-postgresql "
                   f"(clone per test, fsync off, tmpfs) {med[key]:.1f} s: "

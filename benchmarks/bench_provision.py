@@ -45,7 +45,8 @@ import _peers  # a sibling file, not a package
 import _provision_pytest as pyrows
 from _peers import ms, p90, print_table, verdict
 
-BENCHMARK = {"title": "Starting a server", "order": 10, "quick": ["--quick"], "readme": True}
+BENCHMARK = {"title": "Starting a server", "order": 10, "quick": ["--quick"], "readme": True,
+             "timeout_quick": 900}
 IDLE = 1.5  # seconds between the previous run and an "idle" start
 ROWS = [  # key, label
     ("dbtest-idle", "dbtest warm, previous run {idle} s ago"),
