@@ -166,6 +166,13 @@ class PytestRows:
         print(f"{verdict(db - bare <= 0.300)} pytest with one `db` test <= pytest in a venv "
               f"without dbtest + 300 ms: {(db - bare) * 1000:+,.0f} ms ({ms(db)} vs "
               f"{ms(bare)} ms)")
+        if db - bare > 0.300 and trivial is not None:
+            print(f"     where the {(db - bare) * 1000:+,.0f} ms go: "
+                  f"{(trivial - bare) * 1000:+,.0f} ms is loading the plugins of dbtest and its dependencies (a trivial test in "
+                  f"dbtest's venv against the bare venv: issue 15's lean core and lazy imports "
+                  f"remove it), {(db - trivial) * 1000:+,.0f} ms the server start, the template "
+                  f"check, the session and the test (the start rows above: a spare server or "
+                  f"a start overlapped with collection would hide most of it)")
         pp, pbare = self.med("peer-pp"), self.med("peer-bare")
         peer = f"; pytest-postgresql's `postgresql` test adds {(pp - pbare) * 1000:+,.0f} ms " \
             "to its own venv's bare run" if pp is not None and pbare is not None else ""
