@@ -169,8 +169,8 @@ class PytestRows:
         if db - bare > 0.300 and trivial is not None:
             print(f"     where the {(db - bare) * 1000:+,.0f} ms go: "
                   f"{(trivial - bare) * 1000:+,.0f} ms is loading the plugins of dbtest and "
-                  f"its dependencies (a trivial test in dbtest's venv against the bare venv: issue 15's lean core and lazy imports "
-                  f"remove it), {(db - trivial) * 1000:+,.0f} ms the server start, the template "
+                  f"its dependencies (a trivial test in dbtest's venv against the bare venv: "
+                  f"issue 15's lean core and lazy imports remove it), {(db - trivial) * 1000:+,.0f} ms the server start, the template "
                   f"check, the session and the test (the start rows above: a spare server or "
                   f"a start overlapped with collection would hide most of it)")
         pp, pbare = self.med("peer-pp"), self.med("peer-bare")
