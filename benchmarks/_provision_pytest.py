@@ -167,12 +167,13 @@ class PytestRows:
               f"without dbtest + 300 ms: {(db - bare) * 1000:+,.0f} ms ({ms(db)} vs "
               f"{ms(bare)} ms)")
         if db - bare > 0.300 and trivial is not None:
-            print(f"     where the {(db - bare) * 1000:+,.0f} ms go: "
-                  f"{(trivial - bare) * 1000:+,.0f} ms is loading the plugins of dbtest and "
-                  f"its dependencies (a trivial test in dbtest's venv against the bare venv: "
-                  f"issue 15's lean core and lazy imports remove it), {(db - trivial) * 1000:+,.0f} ms the server start, the template "
-                  f"check, the session and the test (the start rows above: a spare server or "
-                  f"a start overlapped with collection would hide most of it)")
+            plugins, rest = (trivial - bare) * 1000, (db - trivial) * 1000
+            print(f"     where the {(db - bare) * 1000:+,.0f} ms go: {plugins:+,.0f} ms is "
+                  f"loading the plugins of dbtest and its dependencies (a trivial test in "
+                  f"dbtest's venv against the bare venv: issue 15's lean core and lazy imports "
+                  f"remove it), {rest:+,.0f} ms the server start, the template check, the "
+                  f"session and the test (the start rows above: a spare server or a start "
+                  f"overlapped with collection would hide most of it)")
         pp, pbare = self.med("peer-pp"), self.med("peer-bare")
         peer = f"; pytest-postgresql's `postgresql` test adds {(pp - pbare) * 1000:+,.0f} ms " \
             "to its own venv's bare run" if pp is not None and pbare is not None else ""
