@@ -123,7 +123,7 @@ class Bench:
         if not self.settle(run_dir, timeout=30):
             self.checks.append(f"{where}: run folder {run_dir} still there 30 s after stop")
         spawned, ready = spawn[0] - t0, spawn[1] - t0
-        return {"first": first, "total": stopped,
+        return {"first": first, "total": stopped, "spare": float(any(TAKEN)),
                 "background": time.perf_counter() - t0 - stopped,
                 "p:before spawn": spawned, "p:spawn until ready": ready - spawned,
                 "p:ready to first query": first - ready, "p:stop": stopped - first}
@@ -205,7 +205,7 @@ def _spawn_marks() -> Iterator[list[float]]:
     from dbtest.provision.local import LocalCluster
 
     marks: list[float] = []
-    original = LocalCluster._spawn
+    original, take = LocalCluster._spawn, LocalCluster._take_spare
 
     def spawn(self: Any, *args: Any, **kwargs: Any) -> Any:
         marks.append(time.perf_counter())
@@ -214,11 +214,23 @@ def _spawn_marks() -> Iterator[list[float]]:
         finally:
             marks.append(time.perf_counter())
 
+    def take_spare(self: Any, *args: Any, **kwargs: Any) -> bool:
+        taken = take(self, *args, **kwargs)
+        TAKEN.append(taken)
+        return taken
+
+    TAKEN.clear()
     LocalCluster._spawn = spawn  # type: ignore[method-assign]
+    LocalCluster._take_spare = take_spare  # type: ignore[method-assign]
     try:
         yield marks
     finally:
         LocalCluster._spawn = original  # type: ignore[method-assign]
+        LocalCluster._take_spare = take  # type: ignore[method-assign]
+
+
+#: whether the last start found a ready spare copy (``LocalCluster._take_spare``)
+TAKEN: list[bool] = []
 
 
 def _select1(dsn: str) -> float:
@@ -253,6 +265,9 @@ def report(b: Bench) -> None:
             if "background" in samples[0]:
                 extra.append(f"then {ms(statistics.median(s['background'] for s in samples))}"
                              " in the background")
+            if "spare" in samples[0] and key != "dbtest-cold":
+                extra.append(f"a spare copy was ready in {sum(int(s['spare']) for s in samples)}"
+                             f" of {len(samples)}")
             if "setup" in samples[0]:
                 extra.append(f"+ {ms(statistics.median(s['setup'] for s in samples))} once "
                              f"per process (the factory's initdb)")
@@ -339,9 +354,14 @@ def gap(b: Bench) -> None:
           f"and the spawn-until-ready column leaves the critical path{tried};")
     print("- starting the server in a thread when pytest starts (`pytest_configure`) so it "
           "overlaps collection and imports instead of following them;")
-    print("- a shorter path before the spawn: the cache lookup and registry work are "
-          "measured above; under load the spare copy may still be in the making when the "
-          "next run starts, so the start copies the files itself.")
+    idle = b.samples.get("dbtest-idle|tmpfs", [])
+    found = sum(int(x.get("spare", 0)) for x in idle)
+    print(f"- a spare copy that is there when the next run starts: the idle starts found one "
+          f"in {found} of {len(idle)}. Under load the copy may still be in the making; and "
+          f"spares live in one folder per cluster key under /dev/shm, where a start with "
+          f"another cache (another generation) deletes the ones it does not own as stale, so "
+          f"parallel dbtest users on one machine take each other's spares away (for issue "
+          f"12, which owns provision/local.py).")
 
 
 def main(argv: list[str] | None = None) -> int:
