@@ -375,8 +375,8 @@ def gap(b: Bench) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds; on disk only dbtest warm and the peers' best "
-                        "configurations")
+    parser.add_argument("--quick", action="store_true", help="3 rounds; on disk only dbtest "
+                        "warm and the peers' best configurations")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' venv")
     parser.add_argument("--disk-dir", default=None, help="a folder on disk for the disk rows "
                         "(default: the temp dir, or /var/tmp when that is tmpfs)")
