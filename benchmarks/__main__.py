@@ -85,7 +85,10 @@ def discover(folder: Path = HERE) -> list[Script]:
         if config is None and not path.name.startswith("bench_"):
             continue
         doc = ast.get_docstring(tree) or path.stem
-        found.append(Script(path, {**DEFAULTS, **(config or {})},
+        defaults = dict(DEFAULTS)
+        if config is None and "--quick" not in path.read_text():
+            defaults["quick"] = []  # a script with no quick mode runs as it is
+        found.append(Script(path, {**defaults, **(config or {})},
                             (config or {}).get("title") or doc.strip().splitlines()[0]))
     return sorted(found, key=lambda s: (s.config["order"], s.name))
 

@@ -16,7 +16,6 @@ SYNC_BARE, SYNC_PLAIN, SYNC_SP = ("sync: bare `select 1` round trip (pooled conn
 ASYNC_BARE, ASYNC_PLAIN, ASYNC_SP = ("async: bare `select 1` round trip (asyncpg, pooled)",
                                      "async: test body, no isolation (real COMMIT)",
                                      "async: test body inside dbtest.async_savepoint(engine)")
-LEAK = "sync: dbtest's leak check after a test (leaks.touched_tables + rollback)"
 TRUNC = "TRUNCATE 10 tables + reseed 1,000 rows + test body"
 CLONE = "CREATE DATABASE ... TEMPLATE + connect + test body + DROP (pytest-postgresql's way)"
 FRESH_POOL, FRESH_NOPOOL = "fresh_db with the pool (pool_size=2)", "fresh_db, pool_size=0"
@@ -36,7 +35,6 @@ def sync_bodies(engine: Any, models: Any, total: int) -> dict[str, list[float]]:
     from sqlalchemy import func, select, text
     from sqlalchemy.orm import Session
 
-    from dbtest import leaks
     from dbtest.isolation import savepoint as dbtest_savepoint  # dbtest.savepoint
 
     count = select(func.count()).select_from(models.T0)
@@ -57,13 +55,7 @@ def sync_bodies(engine: Any, models: Any, total: int) -> dict[str, list[float]]:
             s.commit()
             s.scalar(count)
 
-    def leak_check() -> None:  # what the db fixture runs at teardown, on its connection
-        with engine.connect() as conn:
-            leaks.touched_tables(conn)
-            conn.rollback()
-
-    return _interleaved({SYNC_BARE: bare, SYNC_PLAIN: plain, SYNC_SP: savepoint,
-                         LEAK: leak_check}, total)
+    return _interleaved({SYNC_BARE: bare, SYNC_PLAIN: plain, SYNC_SP: savepoint}, total)
 
 
 async def async_bodies(url: str, models: Any, total: int) -> dict[str, list[float]]:

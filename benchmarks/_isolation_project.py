@@ -50,9 +50,10 @@ def plain_engine(dbtest_server):
     name = dbtest_server.create_database(f"bench_plain_{os.getpid()}")
     engine = create_engine(dbtest_server.url_for(name))
     Base.metadata.create_all(engine)
-    with engine.connect() as conn:  # proof: no trigger on any table of this database
+    with engine.connect() as conn:  # proof: no trigger of any kind in this database
         assert conn.exec_driver_sql("select count(*) from pg_trigger "
                                     "where not tgisinternal").scalar() == 0
+        assert conn.exec_driver_sql("select count(*) from pg_event_trigger").scalar() == 0
     yield engine
     engine.dispose()
 

@@ -15,6 +15,8 @@ from benchmarks import __main__ as runner
 GOOD = '''"""A stand-in that meets one target and misses another."""
 import sys
 
+assert sys.argv[1:] == ["--quick"], sys.argv
+
 print("# stand-in\\n\\n| a | b |\\n|---|---|\\n| 1 | 2 |")
 print("PASS fast enough: 1.0 ms")
 print("MISS 5x faster: 3.2x (10 vs 32 ms)")
@@ -37,14 +39,18 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "bench_good.py").write_text(GOOD)
     (tmp_path / "leaky.py").write_text(BAD)
     (tmp_path / "helper.py").write_text("X = 1\n")  # no BENCHMARK, not bench_*: not run
+    (tmp_path / "bench_legacy.py").write_text('"""Takes no option."""\nimport sys\n'
+                                              'assert sys.argv[1:] == []\n')
     (tmp_path / "_private.py").write_text("raise SystemExit(3)\n")
     return tmp_path
 
 
 def test_picks_up_bench_scripts_and_benchmark_literals_in_order(folder: Path) -> None:
     scripts = runner.discover(folder)
-    assert [s.name for s in scripts] == ["leaky", "bench_good"]  # order 5 before 50
+    assert [s.name for s in scripts] == ["leaky", "bench_good", "bench_legacy"]  # order
     assert scripts[0].title == "Broken one"
+    assert scripts[1].config["quick"] == ["--quick"]
+    assert scripts[2].config["quick"] == []  # no --quick option: it runs as it is
     assert scripts[1].title == "A stand-in that meets one target and misses another."
 
 
@@ -55,8 +61,8 @@ def test_a_failing_check_fails_the_run_and_verdicts_are_collected(folder: Path,
     scripts = runner.discover(folder)
     for s in scripts:
         runner.run(s, quick=True, logdir=logs)
-    bad, good = scripts
-    assert good.ok and not bad.ok
+    bad, good, legacy = scripts
+    assert good.ok and legacy.ok and not bad.ok
     assert good.results() == [("PASS", "fast enough: 1.0 ms"),
                               ("MISS", "5x faster: 3.2x (10 vs 32 ms)")]
     assert good.headlines() == ["stand-in: 10 ms against 32 ms"]
