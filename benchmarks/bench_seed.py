@@ -1,11 +1,13 @@
 """Seeding speed: factory_boy and raw COPY against dbtest's bulk paths, in one run.
 
-    python benchmarks/bench_seed.py [--rows 100000] [--scale 426]
+    python benchmarks/bench_seed.py [--rows 100000] [--scale 426] [--repeat 3] [--quick]
 
 Starts its own throwaway server (dbtest.ephemeral_postgres). Table: users(email, username,
-created_at, bio) as in shared/MEASURED.md. Every peer runs in a transaction that is rolled
-back afterwards; slow peers get fewer rows (rows/s is what compares) and run once, fast
-peers run three times and keep their best time. Prints one table.
+created_at, bio) as in shared/MEASURED.md. Every approach runs in a transaction that is
+rolled back afterwards, the same number of times (``--repeat``, 3), and the median is
+shown; slow approaches get fewer rows (rows/s is what compares). Every run is checked:
+the rows in the table inside its transaction must be the rows asked (a path that wrote
+nothing fails the run), and the demo seed's reported total must be the rows it added.
 
 Peers:
   Faker alone / FastFaker alone   generating the 4 values, no database
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +49,10 @@ from dbtest.fakes import Fake, FastFaker
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _peers  # noqa: E402  (a sibling file)
+
+BENCHMARK = {"title": "Seeding rows", "order": 30, "quick": ["--quick"]}
 
 
 class Base(DeclarativeBase):
@@ -69,10 +76,10 @@ class FakerUser(SQLAlchemyModelFactory):
         model = BenchUser
         sqlalchemy_session_persistence = "flush"
 
-    email = factory.LazyAttributeSequence(lambda o, n: f"{n}.{o.username}@example.org")
-    username = factory.Faker("user_name")
-    created_at = factory.Faker("date_time_this_year", tzinfo=UTC)
-    bio = factory.Faker("text", max_nb_chars=160)
+    email = factory.LazyAttributeSequence(lambda o, n: f"{n}.{o.username}@example.org")  # type: ignore[attr-defined,no-untyped-call]
+    username = factory.Faker("user_name")  # type: ignore[attr-defined,no-untyped-call]
+    created_at = factory.Faker("date_time_this_year", tzinfo=UTC)  # type: ignore[attr-defined,no-untyped-call]
+    bio = factory.Faker("text", max_nb_chars=160)  # type: ignore[attr-defined,no-untyped-call]
 
 
 class FastUser(SQLAlchemyModelFactory):
@@ -107,10 +114,11 @@ def fast_rows(n: int) -> list[dict[str, Any]]:
 
 
 class Bench:
-    """Runs peers; fast peers ``repeat`` times, keeping the best (the machine is shared:
-    the best run is the one least disturbed by other load)."""
+    """Runs every approach the same number of times (``repeat``) and keeps the median, and
+    checks each run: the rows in the table (inside its transaction) must be the rows asked.
+    """
 
-    def __init__(self, server: Any, repeat: int = 3) -> None:
+    def __init__(self, server: Any, repeat: int) -> None:
         self.repeat = repeat
         self.server = server
         server.create_database("bench")
@@ -118,12 +126,14 @@ class Bench:
         self.engine = create_engine(self.url, poolclass=NullPool)
         Base.metadata.create_all(self.engine)
         self.results: list[tuple[str, int, float]] = []
+        self.checks: list[str] = []
 
-    def run(self, name: str, rows: int, fn: Callable[[Any], Any], repeat: int | None = None
-            ) -> None:
-        best = min(self._once(name, rows, fn) for _ in range(repeat or self.repeat))
-        self.results.append((name, rows, best))
-        print(f"  {name}: {rows / best:,.0f} rows/s", file=sys.stderr)
+    def check(self, name: str, got: int, rows: int) -> None:
+        if got != rows:
+            self.checks.append(f"{name}: wrote {got:,} rows, {rows:,} asked")
+
+    def run(self, name: str, rows: int, fn: Callable[[Any], Any]) -> None:
+        self._record(name, rows, [self._once(name, rows, fn) for _ in range(self.repeat)])
 
     def _once(self, name: str, rows: int, fn: Callable[[Any], Any]) -> float:
         with self.engine.connect() as conn:
@@ -136,46 +146,47 @@ class Bench:
                 session.flush()
                 seconds = time.perf_counter() - started
                 got = conn.exec_driver_sql("SELECT count(*) FROM bench_users").scalar()
-                assert got in (rows, 0), (name, got)
+                self.check(name, int(got or 0), rows)
             finally:
                 unbind()
                 session.close()
                 conn.rollback()
         return seconds
 
-    def timed(self, name: str, rows: int, fn: Callable[[], Any], repeat: int = 1) -> None:
+    def timed(self, name: str, rows: int, fn: Callable[[], list[Any]]) -> None:
+        """No database: ``fn`` returns the generated rows."""
         times = []
-        for _ in range(repeat):
+        for _ in range(self.repeat):
             started = time.perf_counter()
-            fn()
+            made = fn()
             times.append(time.perf_counter() - started)
-        seconds = min(times)
-        self.results.append((name, rows, seconds))
-        print(f"  {name}: {rows / seconds:,.0f} rows/s", file=sys.stderr)
+            self.check(name, len(made), rows)
+        self._record(name, rows, times)
 
     def pair(self, a: tuple[str, Callable[[Any], Any]], b: tuple[str, Callable[[Any], Any]],
              rows: int) -> None:
         times: dict[str, list[float]] = {a[0]: [], b[0]: []}
-        for _ in range(self.repeat + 2):
+        for _ in range(self.repeat):  # alternating, so both see the same load
             for name, fn in (a, b):
                 times[name].append(self._once(name, rows, fn))
         for name, _fn in (a, b):
-            self._record(name, rows, min(times[name]))
+            self._record(name, rows, times[name])
 
     def apair(self, a: tuple[str, Callable[[Any], Any]], b: tuple[str, Callable[[Any], Any]],
               rows: int) -> None:
         times: dict[str, list[float]] = {a[0]: [], b[0]: []}
-        for _ in range(self.repeat + 2):
+        for _ in range(self.repeat):
             for name, fn in (a, b):
-                times[name].append(self._async_once(fn))
+                times[name].append(self._async_once(name, rows, fn))
         for name, _fn in (a, b):
-            self._record(name, rows, min(times[name]))
+            self._record(name, rows, times[name])
 
-    def _record(self, name: str, rows: int, seconds: float) -> None:
+    def _record(self, name: str, rows: int, times: list[float]) -> None:
+        seconds = statistics.median(times)
         self.results.append((name, rows, seconds))
         print(f"  {name}: {rows / seconds:,.0f} rows/s", file=sys.stderr)
 
-    def _async_once(self, fn: Callable[[Any], Any]) -> float:
+    def _async_once(self, name: str, rows: int, fn: Callable[[Any], Any]) -> float:
         async def main() -> float:
             import asyncpg
 
@@ -188,6 +199,7 @@ class Bench:
                 started = time.perf_counter()
                 await fn(conn)
                 seconds = time.perf_counter() - started
+                self.check(name, await conn.fetchval("SELECT count(*) FROM bench_users"), rows)
                 await tx.rollback()
                 return seconds
             finally:
@@ -196,25 +208,34 @@ class Bench:
         return asyncio.run(main())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--slow-rows", type=int, default=2_000)
-    parser.add_argument("--scale", type=int, default=426, help="demo scale (426: ~100k rows)")
-    args = parser.parse_args()
-    n, slow = args.rows, args.slow_rows
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rows", type=int, default=None, help="rows (100,000; quick 20,000)")
+    parser.add_argument("--slow-rows", type=int, default=None,
+                        help="rows of the slow approaches (2,000; quick 1,000)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="demo scale (426: ~100k rows; quick 85: ~20k)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of every approach (3)")
+    parser.add_argument("--quick", action="store_true", help="fewer rows")
+    args = parser.parse_args(argv)
+    n = args.rows or (20_000 if args.quick else 100_000)
+    slow = args.slow_rows or (1_000 if args.quick else 2_000)
+    scale = args.scale or (85 if args.quick else 426)
     with dbtest.ephemeral_postgres() as server:
-        bench = Bench(server)
-        print(f"PostgreSQL {server.version} ({server.backend}); {n:,} rows, slow peers "
-              f"{slow:,}", file=sys.stderr)
+        bench = Bench(server, args.repeat)
+        print("# bench_seed: seeding rows, dbtest's bulk paths vs factory_boy and raw COPY\n")
+        _peers.machine_info(f"{server.version} ({server.backend})", [
+            f"{n:,} rows; slow approaches {slow:,} (rows/s is what compares); every approach "
+            f"run {args.repeat} times, median shown; each run checked: rows written == rows "
+            f"asked"])
         bench.timed("Faker alone (4 values)", slow * 2, lambda: faker_rows(slow * 2))
-        bench.timed("dbtest FastFaker alone (4 values)", n, lambda: fast_rows(n), repeat=3)
+        bench.timed("dbtest FastFaker alone (4 values)", n, lambda: fast_rows(n))
         bench.run("factory_boy create() one by one", slow,
-                  lambda s: [FakerUser.create() for _ in range(slow)], repeat=1)
+                  lambda s: [FakerUser.create() for _ in range(slow)])
         bench.run("factory_boy build_batch + add_all", slow * 2,
-                  lambda s: s.add_all(FakerUser.build_batch(slow * 2)), repeat=1)
+                  lambda s: s.add_all(FakerUser.build_batch(slow * 2)))
         bench.run("dbtest create_batch (factory.Faker decls)", slow * 2,
-                  lambda s: FakerUser.create_batch(slow * 2), repeat=1)
+                  lambda s: FakerUser.create_batch(slow * 2))
         bench.run("dbtest create_batch (dbtest Fake decls)", n,
                   lambda s: FastUser.create_batch(n))
         bench.run("dbtest insert_rows (Fake decls, no objects)", n,
@@ -223,7 +244,6 @@ def main() -> None:
                   lambda s: dbtest.bulk_insert(s, BenchUser, fast_rows(n)))
         rows = fast_rows(n)
         tuples = [(r["email"], r["username"], r["created_at"], r["bio"]) for r in rows]
-        # each pair alternates (A B A B ...) so both sides see the same machine load
         bench.pair(("bulk_insert psycopg (pre-generated)",
                     lambda s: dbtest.bulk_insert(s.connection(), BenchUser, rows)),
                    ("raw COPY psycopg write_row", lambda s: _raw_copy(s, tuples)), n)
@@ -237,11 +257,15 @@ def main() -> None:
 
         bench.apair(("bulk_insert asyncpg (pre-generated)", abulk),
                     ("raw asyncpg copy_records_to_table", araw), n)
-        demo_rows, demo_s = _demo(server, args.scale, bench.repeat)
-        bench.results.append((f"dbtest seed demo --scale {args.scale} (end to end)",
+        demo_rows, demo_s = _demo(server, scale, bench)
+        bench.results.append((f"dbtest seed demo --scale {scale} (end to end)",
                               demo_rows, demo_s))
         bench.engine.dispose()
-    _print(bench.results)
+    _print(bench.results, n)
+    _peers.print_load("at end")
+    for check in bench.checks:
+        print(f"FAIL {check}")
+    return 1 if bench.checks else 0
 
 
 def _raw_copy(session: Session, tuples: list[tuple[Any, ...]]) -> None:
@@ -252,7 +276,21 @@ def _raw_copy(session: Session, tuples: list[tuple[Any, ...]]) -> None:
             copy.write_row(row)
 
 
-def _demo(server: Any, scale: int, repeat: int) -> tuple[int, float]:
+def _count_all(server: Any, dbname: str) -> int:
+    import psycopg
+
+    with psycopg.connect(server.dsn_for(dbname)) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")]
+        total = 0
+        for t in tables:
+            row = conn.execute(f"SELECT count(*) FROM {t}").fetchone()
+            total += int(row[0]) if row else 0
+        return total
+
+
+def _demo(server: Any, scale: int, bench: Bench) -> tuple[int, float]:
     from dbtest.schema import load_schema
 
     server.create_database("demo_tpl")
@@ -262,8 +300,9 @@ def _demo(server: Any, scale: int, repeat: int) -> tuple[int, float]:
     with engine.begin() as conn:
         source.apply(conn)
     engine.dispose()
-    best, total = float("inf"), 0
-    for run in range(repeat):
+    before = _count_all(server, "demo_tpl")
+    times, total = [], 0
+    for run in range(bench.repeat):
         name = server.create_database(f"demo_{run}", template="demo_tpl")
         script = ("import sys; from dbtest.settings import resolve; "
                   "from dbtest.seeding import seed_command; "
@@ -272,37 +311,45 @@ def _demo(server: Any, scale: int, repeat: int) -> tuple[int, float]:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                               text=True, check=True)
-        best = min(best, time.perf_counter() - started)
+        times.append(time.perf_counter() - started)
         total = int(done.stderr.split("ROWS")[-1].split()[0])
-        if run == 0:
-            print(done.stdout, file=sys.stderr)
-    return total, best
+        bench.check(f"dbtest seed demo (run {run + 1})", _count_all(server, name) - before,
+                    total)
+        if total <= 0:
+            bench.checks.append(f"dbtest seed demo (run {run + 1}) reported {total} rows")
+    return total, statistics.median(times)
 
 
-def _print(results: list[tuple[str, int, float]]) -> None:
+def _print(results: list[tuple[str, int, float]], n: int) -> None:
     by_name = {name: rows / s for name, rows, s in results}
     base = by_name["factory_boy create() one by one"]
-    copy = by_name["raw COPY psycopg write_row"]
-    acopy = by_name["raw asyncpg copy_records_to_table"]
-    width = max(len(name) for name, _, _ in results)
-    print(f"| {'approach':<{width}} | {'rows':>8} | {'seconds':>7} | {'rows/s':>9} | "
-          f"{'vs create()':>11} |")
-    print(f"|{'-' * (width + 2)}|{'-' * 10}|{'-' * 9}|{'-' * 11}|{'-' * 13}|")
-    for name, rows, seconds in results:
-        rate = rows / seconds
-        print(f"| {name:<{width}} | {rows:>8,} | {seconds:>7.2f} | {rate:>9,.0f} | "
-              f"{rate / base:>10.1f}x |")
+    print("\n## Seeding users(email, username, created_at, bio) (median of the runs)\n")
+    _peers.print_table(["approach", "rows", "seconds", "rows/s", "vs create()"], [
+        [name, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
+         f"{rows / seconds / base:.1f}x"] for name, rows, seconds in results])
     fast = by_name["dbtest create_batch (dbtest Fake decls)"]
-    rows = by_name["dbtest insert_rows (Fake decls, no objects)"]
-    print()
-    print(f"targets: bulk factory path {rows:,.0f} rows/s without objects, {fast:,.0f} with "
-          f"(>= 50,000), {rows / base:.0f}x / {fast / base:.0f}x create() (>= 20x); "
-          f"bulk_insert psycopg "
-          f"{by_name['bulk_insert psycopg (pre-generated)'] / copy:.0%} of raw COPY, asyncpg "
-          f"{by_name['bulk_insert asyncpg (pre-generated)'] / acopy:.0%} (>= 80%); seed demo "
-          f"{next(s for n, _, s in results if n.startswith('dbtest seed demo')):.2f} s "
-          f"end to end (<= 5 s)")
+    plain = by_name["dbtest insert_rows (Fake decls, no objects)"]
+    ratio = by_name["bulk_insert psycopg (pre-generated)"] / by_name["raw COPY psycopg write_row"]
+    aratio = by_name["bulk_insert asyncpg (pre-generated)"] / \
+        by_name["raw asyncpg copy_records_to_table"]
+    _, demo_rows, demo_s = results[-1]
+    print("\n## Targets\n")
+    print(f"{_peers.verdict(plain / base >= 20)} bulk factory path >= 20x factory_boy create(): "
+          f"{plain / base:.1f}x (insert_rows), {fast / base:.1f}x (create_batch, ORM objects)")
+    for rate, label in ((plain, "insert_rows, no objects"), (fast, "create_batch, objects")):
+        print(f"{_peers.verdict(rate >= 50_000)} bulk factory path >= 50,000 rows/s ({label}): "
+              f"{rate:,.0f} rows/s")
+    print(f"{_peers.verdict(min(ratio, aratio) >= 0.8)} bulk_insert >= 80% of raw COPY: "
+          f"psycopg {ratio:.0%}, asyncpg {aratio:.0%} (same rows, runs alternated)")
+    if demo_rows >= 95_000:
+        print(f"{_peers.verdict(demo_s <= 5.0)} `dbtest seed demo` of 100k rows <= 5 s: "
+              f"{demo_rows:,} rows in {demo_s:.2f} s (a fresh interpreter included)")
+    else:  # the target is for 100k rows; a fixed start-up cost does not scale down
+        print(f"(`dbtest seed demo` of 100k rows <= 5 s is judged in the full run; this run: "
+              f"{demo_rows:,} rows in {demo_s:.2f} s)")
+    print(f"HEADLINE seeding {n:,} users: dbtest insert_rows {plain:,.0f} rows/s, create_batch "
+          f"with ORM objects {fast:,.0f} rows/s, factory_boy create() {base:,.0f} rows/s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

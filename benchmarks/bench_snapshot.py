@@ -72,7 +72,7 @@ COUNT = ("SELECT (SELECT count(*) FROM customers) + (SELECT count(*) FROM orders
          "+ (SELECT count(*) FROM order_lines)")
 
 
-def admin(server: PostgresServer, statement: sql.Composable) -> None:
+def admin(server: PostgresServer, statement: sql.Composed) -> None:
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         conn.execute(statement)
 
@@ -97,9 +97,9 @@ class Snapshots:
         self.src = "bench_src"
         server.create_database(self.src)
         with psycopg.connect(server.dsn_for(self.src), autocommit=True) as conn:
-            conn.execute(DATA)  # type: ignore[arg-type]
+            conn.execute(DATA)
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-            rows = conn.execute(COUNT).fetchone()  # type: ignore[arg-type]
+            rows = conn.execute(COUNT).fetchone()
         assert size is not None and rows is not None
         self.rows = rows[0]
         print(f"snapshot database: {self.rows:,} rows in 3 tables, {size[0] / 1e6:.0f} MB",
@@ -132,7 +132,7 @@ class Snapshots:
             "createdb + pg_restore -j 2": self.pg_restore_run,
         }, setups={"dbtest save": self.drop_snap, "createdb + pg_restore -j 2": self.drop_src})
         with psycopg.connect(self.server.dsn_for(self.src)) as conn:
-            back = conn.execute(COUNT).fetchone()  # type: ignore[arg-type]
+            back = conn.execute(COUNT).fetchone()
         assert back == (self.rows,), back
         self.drop_snap()
         return times
@@ -211,11 +211,17 @@ def bench_migrations(server: PostgresServer, rounds: int
     return round_robin(rounds, methods), skipped
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    rounds = parser.parse_args().rounds
+BENCHMARK = {"title": "Snapshots and migration checks", "order": 50, "quick": ["--quick"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (5; quick 3)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
     started = time.perf_counter()
+    print("# bench_snapshot: database snapshots, table snapshots and migration checks\n")
     with dbtest.ephemeral_postgres() as server:
         _peers.machine_info(f"{server.version} ({server.backend}, "
                             f"{server.details.get('bindir', '?')})")
@@ -239,14 +245,16 @@ def main() -> None:
           f"(syrupy amber of the same rows as dicts: {med['amber of [dict(row) ...]']:.1f} ms)")
     mc = med["dbtest check_migrations"]
     if skipped:
-        print(f"SKIP migration check vs pytest-alembic: {skipped} (dbtest: {mc:.1f} ms)")
+        print(f"MISS migration check faster than pytest-alembic: not measured, {skipped} "
+              f"(dbtest: {mc:.1f} ms)")
     else:
         pa = med["pytest-alembic default tests"]
         print(f"{_peers.verdict(mc < pa)} migration check faster than pytest-alembic's default "
               f"tests: {mc:.1f} ms vs {pa:.1f} ms ({pa / mc:.1f}x; dbtest also runs the "
               f"per-revision stairway with schema comparison)")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
