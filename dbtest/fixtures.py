@@ -268,63 +268,63 @@ def test_seed(request: pytest.FixtureRequest) -> int:
 
 test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytest
 
-if True:  # the async fixtures (dbtest._asyncio runs them on the test's loop); indented as before
+# The async fixtures: dbtest._asyncio runs them on the test's own loop.
 
-    async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
-                            pools: _Pools,
-                            ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
-        # One async fixture gives both the connection and the session: each async fixture
-        # costs a trip through pytest-asyncio's runner, which dominated async_db's overhead.
-        from dbtest.sessions import session_options
+async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
+                        pools: _Pools,
+                        ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
+    # One async fixture gives both the connection and the session: each async fixture
+    # costs a trip through pytest-asyncio's runner, which dominated async_db's overhead.
+    from dbtest.sessions import session_options
 
-        options = session_options(_dbtest_workspace.settings, asynchronous=True)
-        if _isolation(request, _dbtest_workspace) == "fresh":
-            from sqlalchemy.ext.asyncio import create_async_engine
-            from sqlalchemy.pool import NullPool
+    options = session_options(_dbtest_workspace.settings, asynchronous=True)
+    if _isolation(request, _dbtest_workspace) == "fresh":
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import NullPool
 
-            fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
-            engine = create_async_engine(fresh.async_url, poolclass=NullPool)
-            async with engine.connect() as conn:
-                session = options.make(conn)  # commits for real on a fresh database
-                _bind_factories(request, session)
-                try:
-                    yield conn, session
-                finally:
-                    await session.close()
-            await engine.dispose()
-            return
-        checker = _checker(request, _dbtest_workspace)
-        worker, conn = await checker.abegin()  # what earlier tests may have committed
-        pools.track(worker)  # its pool on this loop is closed before the loop ends
-        session = options.make(conn, join_transaction_mode="create_savepoint")
-        _bind_factories(request, session)
-        try:
-            yield conn, session
-        finally:
+        fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
+        engine = create_async_engine(fresh.async_url, poolclass=NullPool)
+        async with engine.connect() as conn:
+            session = options.make(conn)  # commits for real on a fresh database
+            _bind_factories(request, session)
             try:
-                await session.close()
+                yield conn, session
             finally:
-                await checker.aend(worker, conn)  # what this test committed; rollback
+                await session.close()
+        await engine.dispose()
+        return
+    checker = _checker(request, _dbtest_workspace)
+    worker, conn = await checker.abegin()  # what earlier tests may have committed
+    pools.track(worker)  # its pool on this loop is closed before the loop ends
+    session = options.make(conn, join_transaction_mode="create_savepoint")
+    _bind_factories(request, session)
+    try:
+        yield conn, session
+    finally:
+        try:
+            await session.close()
+        finally:
+            await checker.aend(worker, conn)  # what this test committed; rollback
 
-    def _async_pair(request: pytest.FixtureRequest) -> tuple[AsyncConnection, AsyncSession]:
-        from dbtest._asyncio import fixture_for
+def _async_pair(request: pytest.FixtureRequest) -> tuple[AsyncConnection, AsyncSession]:
+    from dbtest._asyncio import fixture_for
 
-        return request.getfixturevalue(fixture_for(request))  # type: ignore[no-any-return]
+    return request.getfixturevalue(fixture_for(request))  # type: ignore[no-any-return]
 
-    @pytest.fixture
-    def async_db_connection(request: pytest.FixtureRequest) -> AsyncConnection:
-        """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
-        rolled back after the test; the async twin of ``db_connection`` (``async_db``
-        shares it). Opened on the event loop the test runs on."""
-        return _async_pair(request)[0]
+@pytest.fixture
+def async_db_connection(request: pytest.FixtureRequest) -> AsyncConnection:
+    """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
+    rolled back after the test; the async twin of ``db_connection`` (``async_db``
+    shares it). Opened on the event loop the test runs on."""
+    return _async_pair(request)[0]
 
-    @pytest.fixture
-    def async_db(request: pytest.FixtureRequest) -> AsyncSession:
-        """An ``AsyncSession`` whose changes are all rolled back after the test; the code
-        under test may ``await session.commit()`` and use ``session.begin_nested()``.
-        Opened on the event loop the test runs on; ``expire_on_commit=False`` unless the
-        ``session_options`` setting says otherwise."""
-        return _async_pair(request)[1]
+@pytest.fixture
+def async_db(request: pytest.FixtureRequest) -> AsyncSession:
+    """An ``AsyncSession`` whose changes are all rolled back after the test; the code
+    under test may ``await session.commit()`` and use ``session.begin_nested()``.
+    Opened on the event loop the test runs on; ``expire_on_commit=False`` unless the
+    ``session_options`` setting says otherwise."""
+    return _async_pair(request)[1]
 
 
 _ = (MARKER,)  # re-exported for the plugin's help text
