@@ -86,15 +86,8 @@ class Provisioner:
     def _start_auto(self) -> PostgresServer:
         if self.settings.url:
             return self._start("url")
-        from dbtest.provision.detached import attach, detached_for
-
-        found = detached_for(self.settings.cache_dir, self.settings.root) \
-            if self.join_detached else None
-        if found is not None:  # `dbtest up --detach` for this project: join it
-            server = self._start_with(self.settings.replace(url=found.url, backend="url"))
-            server.details.update(pid=found.pid, detached=found.describe(),
-                                  run_dir=found.run_dir)
-            self._attachment = attach(self.settings.cache_dir, found.pid)
+        server = self._join_detached() if self.join_detached else None
+        if server is not None:
             return server
         tried = []
         for backend, fix in (
@@ -114,6 +107,37 @@ class Provisioner:
         raise PostgresNotFound("no PostgreSQL server could be provided. Tried:\n"
                                + "\n".join(tried)
                                + "\n- url: set DBTEST_URL=postgresql://user:pw@host/db")
+
+    def _join_detached(self) -> PostgresServer | None:
+        """Join the server that `dbtest up --detach` started for this project, if one runs.
+
+        The session is registered under the lock `dbtest down` holds before it is used, so
+        `down` either sees it (and refuses) or has already stopped the server; a server that
+        is gone by the time we connect (killed, or `down --force`) means starting our own."""
+        from dbtest.errors import ProvisionError
+        from dbtest.provision.detached import attach, detached_for, state_lock
+
+        cache_dir, root = self.settings.cache_dir, self.settings.root
+        if detached_for(cache_dir, root) is None:  # the common case: no lock taken
+            return None
+        with state_lock(cache_dir):
+            found = detached_for(cache_dir, root)
+            if found is None:
+                return None
+            self._attachment = attach(cache_dir, found.pid)
+        own = self.settings
+        try:
+            server = self._start_with(self.settings.replace(url=found.url, backend="url"))
+        except ProvisionError:
+            if self._attachment is not None:
+                self._attachment.unlink(missing_ok=True)
+                self._attachment = None
+            if found.running():
+                raise  # it runs but refuses us: say so rather than hide it
+            self.settings = own  # gone meanwhile: start a server of our own
+            return None
+        server.details.update(pid=found.pid, detached=found.describe(), run_dir=found.run_dir)
+        return server
 
     def stop(self) -> None:
         """Stop what :meth:`start` started (a ``url`` server is left running)."""
