@@ -134,6 +134,13 @@ def fixture_for(request: pytest.FixtureRequest) -> str:
     from dbtest.errors import ConfigError
 
     item = request.node
+    if item.get_closest_marker("anyio") and item.get_closest_marker("asyncio"):
+        raise ConfigError(f"{item.nodeid} is marked @pytest.mark.anyio, and pytest-asyncio "
+                          f"runs it too (asyncio_mode = \"auto\" marks every async test, or "
+                          f"it is also marked asyncio): the two plugins put its fixtures on "
+                          f"different event loops. Keep pytest-asyncio's default "
+                          f"asyncio_mode = \"strict\" for anyio tests, or drop their anyio "
+                          f"marker.")
     if _runs_on_anyio(item):
         return _anyio_fixture(request)
     if not active(request.config):

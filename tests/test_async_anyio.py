@@ -134,3 +134,26 @@ def test_anyio_on_trio_gets_a_clear_error(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*runs on anyio's 'trio' backend, but dbtest's async "
                                  "fixtures use asyncpg, which needs asyncio*"])
+
+
+@pytest.mark.usefixtures("on_this_server")
+def test_anyio_under_auto_mode_gets_a_clear_error(pytester: pytest.Pytester) -> None:
+    # pytest-asyncio's auto mode claims anyio tests too: with their fixtures on two loops,
+    # the app's own fixtures fail the same way ("attached to a different loop")
+    make_project(pytester)
+    pytester.makepyfile(test_auto='''
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_claimed_twice(async_db):
+            pass
+    ''')
+    result = run(pytester, "-o", "asyncio_mode=auto",
+                 "-o", "asyncio_default_fixture_loop_scope=function")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*is marked @pytest.mark.anyio, and pytest-asyncio runs it "
+                                 "too*Keep pytest-asyncio's default asyncio_mode = \"strict\"*"])
