@@ -33,7 +33,7 @@ if [ ! -x "$VENV/bin/pytest" ]; then
     pydantic-settings==2.14.2 alembic==1.18.5 httpx==0.28.1 psycopg2-binary==2.9.12 \
     eqassertions==0.4 pytest==9.1.1 pytest-cov==7.1.0 pytest-env==1.7.0 \
     pytest-mock==3.15.1 pytest-randomly==4.1.0 python-multipart greenlet
-  "$VENV/bin/pip" install -q -e "$REPO"
+  "$VENV/bin/pip" install -q -e "$REPO[async]"
 fi
 
 cp -r "$CHECKOUT" "$WORK/baseline"
