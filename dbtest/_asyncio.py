@@ -81,6 +81,8 @@ def mark_async_items(config: pytest.Config, obj: object, result: Any) -> None:
             continue
         if any(item.get_closest_marker(m) is not None for m in ("asyncio", *_OTHER_RUNNERS)):
             continue
+        if "anyio_backend" in item.fixturenames:  # anyio's plugin runs it
+            continue
         item.add_marker(pytest.mark.asyncio)
 
 
@@ -102,21 +104,55 @@ def test_loop_scope(item: pytest.Item) -> str:
 test_loop_scope.__test__ = False  # type: ignore[attr-defined]  # not a test for pytest
 
 
+def _runs_on_anyio(item: pytest.Item) -> bool:
+    """Whether anyio's plugin runs ``item``: marked ``anyio``, or (unmarked ``asyncio``)
+    asking for the ``anyio_backend`` fixture."""
+    if item.get_closest_marker("anyio") is not None:
+        return True
+    return (item.get_closest_marker("asyncio") is None
+            and "anyio_backend" in getattr(item, "fixturenames", ()))
+
+
+def _anyio_fixture(request: pytest.FixtureRequest) -> str:
+    """``_dbtest_async_anyio`` when the test's anyio backend is asyncio; else a clear error."""
+    from dbtest.errors import ConfigError
+
+    if not request.config.pluginmanager.has_plugin("anyio"):
+        raise ConfigError(f"{request.node.nodeid} is an anyio test, but anyio's pytest plugin "
+                          f"is not active: do not disable it (-p no:anyio).")
+    backend = request.getfixturevalue("anyio_backend")
+    name = backend[0] if isinstance(backend, (tuple, list)) else backend
+    if name != "asyncio":
+        raise ConfigError(f"{request.node.nodeid} runs on anyio's {name!r} backend, but "
+                          f"dbtest's async fixtures use asyncpg, which needs asyncio. Make "
+                          f"the anyio_backend fixture return 'asyncio' for database tests.")
+    return "_dbtest_async_anyio"
+
+
 def fixture_for(request: pytest.FixtureRequest) -> str:
     """The name of dbtest's async fixture that runs on the loop of ``request``'s test."""
     from dbtest.errors import ConfigError
 
     item = request.node
+    if item.get_closest_marker("anyio") and item.get_closest_marker("asyncio"):
+        raise ConfigError(f"{item.nodeid} is marked @pytest.mark.anyio, and pytest-asyncio "
+                          f"runs it too (asyncio_mode = \"auto\" marks every async test, or "
+                          f"it is also marked asyncio): the two plugins put its fixtures on "
+                          f"different event loops. Keep pytest-asyncio's default "
+                          f"asyncio_mode = \"strict\" for anyio tests, or drop their anyio "
+                          f"marker.")
+    if _runs_on_anyio(item):
+        return _anyio_fixture(request)
     if not active(request.config):
         raise ConfigError(f"{item.nodeid} uses dbtest's async fixtures, which need "
                           f"pytest-asyncio, but its plugin is not active. Install it "
                           f"(pip install 'dbtest[async]') and do not disable it "
                           f"(-p no:asyncio).")
-    runner = next((m for m in _OTHER_RUNNERS if item.get_closest_marker(m) is not None), None)
-    if runner is not None:
-        raise ConfigError(f"{item.nodeid} is marked @pytest.mark.{runner}, but dbtest's "
-                          f"async fixtures run on pytest-asyncio's event loops. Mark the test "
-                          f"@pytest.mark.asyncio instead.")
+    if item.get_closest_marker("trio") is not None:
+        raise ConfigError(f"{item.nodeid} is marked @pytest.mark.trio, but dbtest's async "
+                          f"fixtures use asyncpg, which needs asyncio. Mark the test "
+                          f"@pytest.mark.asyncio (or @pytest.mark.anyio with the asyncio "
+                          f"backend) instead.")
     scope = test_loop_scope(item)
     if scope not in LOOP_SCOPES:
         raise ConfigError(f"{item.nodeid}: loop scope {scope!r} (from @pytest.mark.asyncio "
@@ -211,6 +247,28 @@ def _define(scope: str, fixture: Any) -> None:
     globals()[pools_name] = fixture(scope=scope, loop_scope=scope, name=pools_name)(pools)
     globals()[f"_dbtest_async_{scope}"] = fixture(loop_scope=scope,
                                                   name=f"_dbtest_async_{scope}")(pair)
+
+
+async def _anyio_pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
+                      anyio_backend: Any,
+                      ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
+    """``async_db``'s pair for an anyio test, run by anyio's plugin on the test's runner."""
+    from dbtest.fixtures import _dbtest_async
+
+    pools = _Pools()  # anyio may close this loop after the test: close its pool now
+    steps = _dbtest_async(request, _dbtest_workspace, pools)
+    value = await steps.__anext__()
+    try:
+        yield value
+    finally:
+        try:
+            with contextlib.suppress(StopAsyncIteration):
+                await steps.__anext__()
+        finally:
+            await pools.close()
+
+
+_dbtest_async_anyio = pytest.fixture(name="_dbtest_async_anyio")(_anyio_pair)
 
 
 def _define_all() -> None:

@@ -236,7 +236,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from dbtest import _asyncio, fixtures
 
     config.pluginmanager.register(fixtures, "dbtest.fixtures")
-    if _asyncio.active(config):  # async fixtures, one per pytest-asyncio loop scope
+    if _asyncio.active(config) or config.pluginmanager.has_plugin("anyio"):
+        # async fixtures, one per pytest-asyncio loop scope, and one for anyio tests
         config.pluginmanager.register(_asyncio, "dbtest.asyncio")
 
 
