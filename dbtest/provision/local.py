@@ -336,6 +336,8 @@ class LocalCluster:
         except BaseException:
             self._release_source()
             self.stop()
+            self._copied.set()
+            self.wait_cached(timeout=120)  # a failed start leaves no half-written cache copy
             raise
         if not fresh:
             spares.prepare(ns, self.cluster_dir.name, source)
@@ -414,7 +416,12 @@ class LocalCluster:
                                       cwd=data.parent, **self._as_account())
         log.close()
         reg = lifetime.Registration(self._owner, self._proc.pid, str(data.parent), time.time())
-        self._entry = reg.write(self.registry)
+        try:
+            self._entry = reg.write(self.registry)
+        except OSError as exc:  # the caller's cleanup stops the postgres just spawned
+            raise ProvisionError(f"could not register the server in {self.registry}: "
+                                 f"{exc.strerror}. Check free space and permissions of the "
+                                 f"cache dir, or set cache_dir.") from None
         self._watchdog = lifetime.start_watchdog(reg, self._entry)
         params = ConnectionParams(host=str(sockets), port=int(settings["port"]), user="postgres")
         version, version_num = self._wait_ready(data, params, timeout)
