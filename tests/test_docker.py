@@ -56,11 +56,6 @@ def test_container_has_the_local_servers_settings(tmp_path: Path) -> None:
     command = pg.command()
     for key, value in SERVER_SETTINGS.items():
         assert f"{key}={value}" in command  # one place for both backends
-    tc = pg.build()
-    assert tc.tmpfs == {PGDATA: ""} and tc.env["PGDATA"] == PGDATA
-    assert "--wal-segsize=1" in tc.env["POSTGRES_INITDB_ARGS"]
-    assert tc._kwargs["labels"] == {LABEL: pg.key, CACHE_LABEL: cache_label(tmp_path),
-                                     "dbtest.image": "postgres:16.4"}
     # the name is a function of image, settings and cache dir: same inputs, same container
     assert DockerPostgres("postgres:16.4", tmp_path).name == pg.name
     assert DockerPostgres("postgres:15", tmp_path).name != pg.name
@@ -87,6 +82,16 @@ def client() -> Iterator[Any]:
     api = docker.from_env()
     yield api
     api.close()
+
+
+def test_container_is_built_with_tmpfs_data_and_labels(client: Any, tmp_path: Path) -> None:
+    # building testcontainers' container object opens a Docker client: a daemon is needed
+    pg = DockerPostgres("postgres:16.4", tmp_path)
+    tc = pg.build()
+    assert tc.tmpfs == {PGDATA: ""} and tc.env["PGDATA"] == PGDATA
+    assert "--wal-segsize=1" in tc.env["POSTGRES_INITDB_ARGS"]
+    assert tc._kwargs["labels"] == {LABEL: pg.key, CACHE_LABEL: cache_label(tmp_path),
+                                     "dbtest.image": "postgres:16.4"}
 
 
 @pytest.fixture(scope="module")
