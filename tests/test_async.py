@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbtest.provision.server import PostgresServer
+from tests._projects import ITEM_MODELS
 
 pytest_plugins = ["pytester"]
 
@@ -21,20 +22,7 @@ PA_VERSION = tuple(int(p) for p in importlib.metadata.version("pytest-asyncio").
 #: pytest-asyncio 0.26 added asyncio_default_test_loop_scope
 HAS_TEST_LOOP_SCOPE = PA_VERSION >= (0, 26)
 
-MODELS = '''
-from sqlalchemy import String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50), unique=True)
-'''
+MODELS = ITEM_MODELS
 
 CONFTEST = '''
 import gc

@@ -10,24 +10,12 @@ from __future__ import annotations
 import pytest
 
 from dbtest.provision.server import PostgresServer
+from tests._projects import ITEM_MODELS
 
 pytest_plugins = ["pytester"]
 pytest.importorskip("anyio", reason="anyio is not installed: no anyio tests to run")
 
-MODELS = '''
-from sqlalchemy import String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50), unique=True)
-'''
+MODELS = ITEM_MODELS
 
 #: a FastAPI-style suite: an anyio backend fixture, an async fixture of the project's own,
 #: the app's sessionmaker bound to the test's connection, commits, and an unmarked test that

@@ -3,45 +3,18 @@ blamed (pytester projects run in a subprocess, on real PostgreSQL)."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
+
+from tests._projects import ITEM_MODELS, metadata_project, run
 
 pytest_plugins = ["pytester"]
 
-MODELS = '''
-from sqlalchemy import String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50), unique=True)
-'''
+MODELS = ITEM_MODELS
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(app_models=MODELS)
-    pytester.makefile(".toml", pyproject=textwrap.dedent('''
-        [tool.dbtest]
-        schema = "metadata:app_models:Base"
-        [tool.pytest.ini_options]
-        asyncio_mode = "auto"
-        asyncio_default_fixture_loop_scope = "session"
-        asyncio_default_test_loop_scope = "session"
-        pythonpath = ["."]
-    '''))
-    return pytester
-
-
-def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return p.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return metadata_project(pytester)
 
 
 COUNT = "select count(*) from items"
