@@ -45,9 +45,13 @@ def _run(args: list[str], cache: Path) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one round (python -m benchmarks "
+                        "--quick)")
     args = parser.parse_args()
     from dbtest.provision.binaries import find_binaries
 
+    if args.quick:
+        args.runs = 1
     machine_info(find_binaries().version, [f"rounds: {args.runs}"])
     cold, warm, extract = [], [], []
     for _ in range(args.runs):

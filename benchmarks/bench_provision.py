@@ -210,10 +210,11 @@ class Bench:
 @contextlib.contextmanager
 def _spawn_marks() -> Iterator[list[float]]:
     """When ``postgres`` was spawned and when it answered (``LocalCluster._spawn``)."""
+    from dbtest.provision import spares
     from dbtest.provision.local import LocalCluster
 
     marks: list[float] = []
-    original, take = LocalCluster._spawn, LocalCluster._take_spare
+    original, take = LocalCluster._spawn, spares.take
 
     def spawn(self: Any, *args: Any, **kwargs: Any) -> Any:
         marks.append(time.perf_counter())
@@ -222,22 +223,22 @@ def _spawn_marks() -> Iterator[list[float]]:
         finally:
             marks.append(time.perf_counter())
 
-    def take_spare(self: Any, *args: Any, **kwargs: Any) -> bool:
-        taken = take(self, *args, **kwargs)
+    def take_spare(*args: Any, **kwargs: Any) -> bool:
+        taken = take(*args, **kwargs)
         TAKEN.append(taken)
         return taken
 
     TAKEN.clear()
     LocalCluster._spawn = spawn  # type: ignore[method-assign]
-    LocalCluster._take_spare = take_spare  # type: ignore[method-assign]
+    spares.take = take_spare
     try:
         yield marks
     finally:
         LocalCluster._spawn = original  # type: ignore[method-assign]
-        LocalCluster._take_spare = take  # type: ignore[method-assign]
+        spares.take = take
 
 
-#: whether the last start found a ready spare copy (``LocalCluster._take_spare``)
+#: whether the last start found a ready spare copy (``dbtest.provision.spares.take``)
 TAKEN: list[bool] = []
 
 
@@ -365,11 +366,9 @@ def gap(b: Bench) -> None:
     idle = b.samples.get("dbtest-idle|tmpfs", [])
     found = sum(int(x.get("spare", 0)) for x in idle)
     print(f"- a spare copy that is there when the next run starts: the idle starts found one "
-          f"in {found} of {len(idle)}. Under load the copy may still be in the making; and "
-          f"spares live in one folder per cluster key under /dev/shm, where a start with "
-          f"another cache (another generation) deletes the ones it does not own as stale, so "
-          f"parallel dbtest users on one machine take each other's spares away (for issue "
-          f"12, which owns provision/local.py).")
+          f"in {found} of {len(idle)}. Under load the copy may still be in the making; "
+          f"spares live in their cache dir's own folder, so other dbtest users on the machine "
+          f"no longer take them away.")
 
 
 def main(argv: list[str] | None = None) -> int:
