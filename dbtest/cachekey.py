@@ -115,22 +115,28 @@ def _newest_change(tree: Path) -> float:
 
 
 def _busy(folder: Path, quiet_for: float = 2.0) -> list[Path]:
-    """Copies into the cache still under way: a ``*.partial`` folder written to in the
-    last ``quiet_for`` seconds (one a killed run left behind stays as it is and is
-    replaced later), or a ``current`` link being replaced."""
+    """Copies into the cache still under way: a partial generation whose writer still runs
+    (``gen-*.partial-<pid>-<start>``), an older dbtest's ``*.partial`` written to in the
+    last ``quiet_for`` seconds (one a killed run left behind stays as it is and is replaced
+    later), or a ``current`` link being replaced."""
+    from dbtest.provision import lifetime
+    from dbtest.provision.generations import generations
+
     if not folder.is_dir():
         return []
     now = time.time()
     out = []
     for cluster in (c for c in folder.iterdir() if c.is_dir()):
-        for path in cluster.iterdir():
+        for gen in generations(cluster):
+            if gen.complete:
+                continue
             try:
-                if path.name.startswith("current.") or (
-                        path.name.endswith(".partial")
-                        and now - _newest_change(path) < quiet_for):
-                    out.append(path)
+                if (lifetime.identity_alive(gen.writer) if gen.writer is not None
+                        else now - _newest_change(gen.path) < quiet_for):
+                    out.append(gen.path)
             except OSError:
                 continue  # renamed or removed meanwhile: the next check sees the result
+        out += [p for p in cluster.iterdir() if p.name.startswith("current.")]
     return out
 
 

@@ -114,3 +114,15 @@ def test_key_without_a_local_cluster(tmp_path: Path) -> None:
     settings = resolve({"url": "postgresql://u@127.0.0.1:9/x", "cache_dir": tmp_path})
     assert cache_inputs(settings)["cluster"] is None
     assert cache_key(settings).startswith("dbtest-url-")
+
+
+def test_wait_sees_a_generation_whose_writer_runs(tmp_path: Path) -> None:
+    from dbtest.cachekey import _busy
+    from dbtest.provision import lifetime
+
+    cluster = tmp_path / "clusters" / "pg15-0123456789abcdef"
+    mine = cluster / f"gen-1.partial-{lifetime.identity()}"  # this process is its writer
+    gone = cluster / "gen-2.partial-999999999-1"  # a writer that no longer runs
+    for path in (mine, gone, cluster / "gen-3"):
+        path.mkdir(parents=True)
+    assert _busy(tmp_path / "clusters") == [mine]
