@@ -133,7 +133,7 @@ def machine() -> list[str]:
     pg = "not found"
     with contextlib.suppress(Exception):
         sys.path.insert(0, str(REPO))
-        from dbtest.provision.binaries import find_binaries
+        from dbtest.provision._binaries import find_binaries
 
         b = find_binaries()
         pg = f"{b.version} ({b.bindir}, found by {b.source})"

@@ -65,7 +65,7 @@ class _Clock:
         return {"first": self.first, "total": time.perf_counter() - self.t0}
 
 
-# fsync off & co: the settings dbtest's own servers run with (dbtest.provision.local)
+# fsync off & co: the settings dbtest's own servers run with (dbtest.provision._local)
 FAST_SETTINGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
 

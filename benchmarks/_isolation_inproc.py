@@ -35,7 +35,7 @@ def sync_bodies(engine: Any, models: Any, total: int) -> dict[str, list[float]]:
     from sqlalchemy import func, select, text
     from sqlalchemy.orm import Session
 
-    from dbtest.isolation import savepoint as dbtest_savepoint  # dbtest.savepoint
+    from dbtest._isolation import savepoint as dbtest_savepoint  # dbtest.savepoint
 
     count = select(func.count()).select_from(models.T0)
 
@@ -62,7 +62,7 @@ async def async_bodies(url: str, models: Any, total: int) -> dict[str, list[floa
     from sqlalchemy import func, select, text
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-    from dbtest.isolation import async_savepoint  # dbtest.async_savepoint
+    from dbtest._isolation import async_savepoint  # dbtest.async_savepoint
 
     engine = create_async_engine(url)
     count = select(func.count()).select_from(models.T0)
@@ -168,9 +168,9 @@ def fresh_waits(ws: Any, total: int) -> dict[str, list[float]]:
 
 def in_process(cache: Any, proj: Any, models: Any, quick: bool
                ) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    from dbtest._workspace import Workspace
     from dbtest.provision import ephemeral_postgres  # dbtest.ephemeral_postgres
     from dbtest.settings import resolve
-    from dbtest.workspace import Workspace
 
     settings = resolve({"schema": "metadata:models:Base", "cache_dir": cache,
                         "backend": "local"}, pyproject=None, read_env=False, root=proj)

@@ -145,7 +145,7 @@ def drop_own_spares(cache_dir: Path, timeout: float = 5.0) -> None:
     Only those: a spare is named after its cache generation, and other caches' spares are
     left alone. Runs before the benchmark deletes its caches.
     """
-    from dbtest.provision.local import SPARES_PREFIX, run_bases
+    from dbtest.provision._local import SPARES_PREFIX, run_bases
 
     gens = [(g.parent.name, g.name) for g in cache_dir.glob("clusters/*/gen-*") if g.is_dir()]
     deadline = time.monotonic() + timeout

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _peers import machine_info, p90, print_load, print_table, verdict
 
 import dbtest
-from dbtest import leaks
+from dbtest import _leaks as leaks
 from migrations_example.models import (
     Base,
     Comment,

@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round (python -m benchmarks "
                         "--quick)")
     args = parser.parse_args()
-    from dbtest.provision.binaries import find_binaries
+    from dbtest.provision._binaries import find_binaries
 
     if args.quick:
         args.runs = 1

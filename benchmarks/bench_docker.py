@@ -37,7 +37,7 @@ from _peers import machine_info, ms, p90, print_load, print_table  # a sibling f
 
 import dbtest
 from dbtest import commands
-from dbtest.provision.docker import DockerPostgres, docker_available
+from dbtest.provision._docker import DockerPostgres, docker_available
 from dbtest.settings import resolve
 
 

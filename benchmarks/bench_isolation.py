@@ -74,8 +74,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace, env: _peers.PeerEnv | None) -> None:
         import pwd
 
-        from dbtest.provision.binaries import find_binaries
-        from dbtest.provision.runas import server_account
+        from dbtest.provision._binaries import find_binaries
+        from dbtest.provision._runas import server_account
 
         self.args, self.env = args, env
         self.n: int = args.tests
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in [k for k in os.environ if k.startswith("DBTEST_") and "BENCH" not in k]:
         del os.environ[k]  # the benchmark picks its own backend and cache
     started = time.monotonic()
-    from dbtest.provision.runas import server_account
+    from dbtest.provision._runas import server_account
 
     acct = server_account()
     import pwd

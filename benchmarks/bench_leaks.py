@@ -3,14 +3,14 @@
     python benchmarks/bench_leaks.py [--tests N] [--rounds R]
 
 One throwaway server; a worker database of a 10-table schema cloned from its template by
-a :class:`dbtest.workspace.Workspace`, with the leak record installed as the fixtures use
+a :class:`dbtest._workspace.Workspace`, with the leak record installed as the fixtures use
 it. A "test" is what ``db_connection`` does around a body: connect (pooled), begin, insert
 a row, roll back. Measured per test: the median of N x R single tests of each kind (the
 kinds take turns test by test), minus that of the same test without any check:
 
 - before this issue: one query inside the test's transaction at its end;
 - now: the check at the start (inside the transaction, before the body) and at the end,
-  through :class:`dbtest.leakcheck.Checker` exactly as the fixture calls it (with its
+  through :class:`dbtest._leakcheck.Checker` exactly as the fixture calls it (with its
   VACUUM of the leak record every 200 checks; each loop starts from a vacuumed record);
 - now, without the DDL event triggers (a role that is not superuser): the catalog
   fingerprint, checked after the rollback;
@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import print_table, verdict  # a sibling file, not a package
 
 import dbtest
-from dbtest import leaks
-from dbtest.leakcheck import Checker
+from dbtest import _leaks as leaks
+from dbtest._leakcheck import Checker
+from dbtest._workspace import Workspace
 from dbtest.settings import resolve
-from dbtest.workspace import Workspace
 
 SCHEMA = "\n".join(f"CREATE TABLE t{i} (id serial PRIMARY KEY, name text NOT NULL"
                    + (f", parent_id int REFERENCES t{i - 1}(id));" if i else ");")

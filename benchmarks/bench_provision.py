@@ -71,9 +71,9 @@ class Bench:
     """Folders, the warm cache and the samples of one run."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from dbtest.provision.binaries import find_binaries
-        from dbtest.provision.local import LocalCluster
-        from dbtest.provision.runas import server_account
+        from dbtest.provision._binaries import find_binaries
+        from dbtest.provision._local import LocalCluster
+        from dbtest.provision._runas import server_account
 
         self.args = args
         self.binaries = find_binaries()
@@ -105,7 +105,7 @@ class Bench:
         """Start (public API on tmpfs; ``LocalCluster`` with a disk run base on disk),
         first query, stop; then the background work until it is done."""
         from dbtest.provision import ephemeral_postgres  # dbtest.ephemeral_postgres
-        from dbtest.provision.local import LocalCluster
+        from dbtest.provision._local import LocalCluster
 
         with _spawn_marks() as spawn:
             t0 = time.perf_counter()
@@ -133,7 +133,7 @@ class Bench:
     def settle(self, run_dir: Path, timeout: float) -> bool:
         """Wait until the run folder (and its trash) is gone and no spare copy is being
         made next to it: dbtest's background work after a stop."""
-        from dbtest.provision.local import SPARES_PREFIX
+        from dbtest.provision._local import SPARES_PREFIX
 
         # a spare being copied is named "<generation>.<pid of the starting process>.partial"
         ours = f"{SPARES_PREFIX}*/*/*.{os.getpid()}.partial"
@@ -181,7 +181,7 @@ class Bench:
         """What a started spare server would give: the server is started before the clock
         (as a previous run or ``dbtest up`` would leave one waiting); timed is what is left
         for the next run: its first query and its stop."""
-        from dbtest.provision.local import LocalCluster
+        from dbtest.provision._local import LocalCluster
 
         cluster = LocalCluster(self.binaries, self.cache, run_base=self.bases[where])
         server = cluster.start()
@@ -193,7 +193,7 @@ class Bench:
         return {"first": first, "total": time.perf_counter() - t0}
 
     def dbtest_untimed(self, where: str) -> None:
-        from dbtest.provision.local import LocalCluster
+        from dbtest.provision._local import LocalCluster
 
         cluster = LocalCluster(self.binaries, self.cache, run_base=self.bases[where])
         cluster.start()
@@ -210,8 +210,8 @@ class Bench:
 @contextlib.contextmanager
 def _spawn_marks() -> Iterator[list[float]]:
     """When ``postgres`` was spawned and when it answered (``LocalCluster._spawn``)."""
-    from dbtest.provision import spares
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision import _spares as spares
+    from dbtest.provision._local import LocalCluster
 
     marks: list[float] = []
     original, take = LocalCluster._spawn, spares.take
@@ -238,7 +238,7 @@ def _spawn_marks() -> Iterator[list[float]]:
         spares.take = take
 
 
-#: whether the last start found a ready spare copy (``dbtest.provision.spares.take``)
+#: whether the last start found a ready spare copy (``dbtest.provision._spares.take``)
 TAKEN: list[bool] = []
 
 

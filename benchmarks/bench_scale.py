@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in opts.workers.split(",")]
     ignored = sorted(k for k in os.environ if k.startswith("DBTEST_"))
 
-    from dbtest.provision.binaries import find_binaries
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._binaries import find_binaries
+    from dbtest.provision._local import LocalCluster
 
     binaries = find_binaries()
     print("# bench_scale: the same suites with pytest-xdist worker counts\n")

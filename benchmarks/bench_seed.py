@@ -291,7 +291,7 @@ def _count_all(server: Any, dbname: str) -> int:
 
 
 def _demo(server: Any, scale: int, bench: Bench) -> tuple[int, float]:
-    from dbtest.schema import load_schema
+    from dbtest._schema import load_schema
 
     server.create_database("demo_tpl")
     engine = create_engine(server.url_for("demo_tpl"), poolclass=NullPool)

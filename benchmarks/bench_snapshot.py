@@ -37,9 +37,9 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 import dbtest  # noqa: E402
+from dbtest._migrations_check import check_migrations  # noqa: E402
 from dbtest.errors import SnapshotError  # noqa: E402
-from dbtest.migrations_check import check_migrations  # noqa: E402
-from dbtest.provision.server import PostgresServer  # noqa: E402
+from dbtest.provision._server import PostgresServer  # noqa: E402
 from dbtest.snapshots import drop_snapshot, pg_tool, restore_snapshot, save_snapshot  # noqa: E402
 from dbtest.state import table_state  # noqa: E402
 

@@ -134,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dbtest-bench-startup-") as tmp:
         base = Path(tmp)
         venvs, projects = _venvs(base / "venvs"), _projects(base / "projects")
-        from dbtest.provision.binaries import find_binaries
+        from dbtest.provision._binaries import find_binaries
 
         machine_info(find_binaries().version, [f"rounds: {args.runs}"])
         samples: dict[str, list[float]] = {name: [] for name in CASES}

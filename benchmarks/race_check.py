@@ -29,8 +29,8 @@ def child(cache_dir: Path, starts: int, seed: int) -> int:
     """One loop of starts; prints one JSON line per failure, then a summary line."""
     import psycopg
 
-    from dbtest.provision.binaries import find_binaries
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._binaries import find_binaries
+    from dbtest.provision._local import LocalCluster
 
     binaries = find_binaries()
     failures = 0
@@ -95,7 +95,8 @@ def _settle(root: Path, timeout: float = 60.0) -> None:
 
 
 def _sweep_vanished() -> None:
-    from dbtest.provision import local, spares
+    from dbtest.provision import _local as local
+    from dbtest.provision import _spares as spares
 
     for base in local.run_bases(Path(tempfile.gettempdir())):
         spares.sweep_vanished(base)

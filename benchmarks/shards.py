@@ -65,7 +65,7 @@ import os, time
 import pytest
 
 if os.environ.get("SHARD_LEGACY"):  # marks without a run token: the old host/pid rule
-    from dbtest.liveness import RunLease
+    from dbtest._liveness import RunLease
 
     RunLease.mark = property(lambda self: {})
 

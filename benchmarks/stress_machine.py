@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the projects and caches")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    from dbtest.provision import local, spares
+    from dbtest.provision import _local as local
+    from dbtest.provision import _spares as spares
 
     root = Path(tempfile.mkdtemp(prefix="dbtest-stress-"))
     projects = make_projects(root)

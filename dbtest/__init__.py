@@ -15,15 +15,15 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # provisioning
     "ephemeral_postgres": "dbtest.provision",
-    "PostgresServer": "dbtest.provision.server",
+    "PostgresServer": "dbtest.provision._server",
     "Settings": "dbtest.settings",
     # plugging dbtest into an app that owns its engine and sessions
-    "plug_app": "dbtest.integration",
-    "database_url": "dbtest.integration",
-    "BuildContext": "dbtest.build",
+    "plug_app": "dbtest._integration",
+    "database_url": "dbtest._integration",
+    "BuildContext": "dbtest._build",
     # isolation without pytest
-    "savepoint": "dbtest.isolation",
-    "async_savepoint": "dbtest.isolation",
+    "savepoint": "dbtest._isolation",
+    "async_savepoint": "dbtest._isolation",
     # seeds, factories, bulk loading
     "SeedContext": "dbtest.seeding",
     "load_seeds": "dbtest.seeding",
@@ -45,8 +45,8 @@ _EXPORTS: dict[str, str] = {
     "restore_snapshot": "dbtest.snapshots",
     "list_snapshots": "dbtest.snapshots",
     "drop_snapshot": "dbtest.snapshots",
-    "check_migrations": "dbtest.migrations_check",
-    "assert_migrations": "dbtest.migrations_check",
+    "check_migrations": "dbtest._migrations_check",
+    "assert_migrations": "dbtest._migrations_check",
     # concurrency
     "Scenario": "dbtest.concurrency",
     "run_concurrently": "dbtest.concurrency",
@@ -72,13 +72,13 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from dbtest.build import BuildContext as BuildContext
-    from dbtest.integration import database_url as database_url
-    from dbtest.integration import plug_app as plug_app
-    from dbtest.isolation import async_savepoint as async_savepoint
-    from dbtest.isolation import savepoint as savepoint
+    from dbtest._build import BuildContext as BuildContext
+    from dbtest._integration import database_url as database_url
+    from dbtest._integration import plug_app as plug_app
+    from dbtest._isolation import async_savepoint as async_savepoint
+    from dbtest._isolation import savepoint as savepoint
     from dbtest.provision import ephemeral_postgres as ephemeral_postgres
-    from dbtest.provision.server import PostgresServer as PostgresServer
+    from dbtest.provision._server import PostgresServer as PostgresServer
     from dbtest.settings import Settings as Settings
 
 

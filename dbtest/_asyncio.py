@@ -35,7 +35,7 @@ import pytest
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-    from dbtest.workspace import WorkerDatabase, Workspace
+    from dbtest._workspace import WorkerDatabase, Workspace
 
 __all__ = ["ASYNC_FIXTURES", "LOOP_SCOPES", "active", "configure", "fixture_for",
            "mark_async_items", "test_loop_scope"]

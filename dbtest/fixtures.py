@@ -1,4 +1,4 @@
-"""The pytest fixtures. Thin: the work happens in :mod:`dbtest.workspace` and friends.
+"""The pytest fixtures. Thin: the work happens in :mod:`dbtest._workspace` and friends.
 
 Internal fixtures start with ``_dbtest``. Heavy imports (SQLAlchemy, psycopg) happen
 inside the fixtures, so a run that uses none of them pays nothing.
@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from dbtest._asyncio import _Pools
-    from dbtest.leakcheck import Checker
-    from dbtest.provision.server import PostgresServer
-    from dbtest.templates import TemplateKey
-    from dbtest.workspace import FreshDatabase, Workspace
+    from dbtest._leakcheck import Checker
+    from dbtest._templates import TemplateKey
+    from dbtest._workspace import FreshDatabase, Workspace
+    from dbtest.provision._server import PostgresServer
 
 __all__ = ["_session_faker", "async_db", "async_db_connection", "async_db_engine", "db",
            "db_connection",
@@ -44,7 +44,7 @@ def _dbtest_plugged_app(request: pytest.FixtureRequest) -> None:
     fixture of the run uses them (nothing to do, and nothing imported, without it)."""
     import sys
 
-    integration = sys.modules.get("dbtest.integration")
+    integration = sys.modules.get("dbtest._integration")
     if integration is not None:
         integration.start_run(request)
 
@@ -123,7 +123,7 @@ def _dbtest_fresh(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
 def _open_sessions(workspace: Workspace, name: str) -> list[str]:
     import time
 
-    from dbtest.databases import _sessions, admin_connection
+    from dbtest._databases import _sessions, admin_connection
 
     with admin_connection(workspace.server.dsn) as admin:
         deadline = time.monotonic() + 1.0
@@ -175,8 +175,8 @@ def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace
 
 
 def _checker(request: pytest.FixtureRequest, workspace: Workspace) -> Checker:
-    """This test's leak checks on its worker database (see :mod:`dbtest.leakcheck`)."""
-    from dbtest.leakcheck import Checker
+    """This test's leak checks on its worker database (see :mod:`dbtest._leakcheck`)."""
+    from dbtest._leakcheck import Checker
 
     return Checker(workspace, _template_key(request, workspace), request.node.nodeid,
                    request.config.stash[WORKSPACE_KEY].tracker)
@@ -189,7 +189,7 @@ def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Se
     The code under test may call ``commit()``, ``rollback()`` and ``begin_nested()``:
     they act on a savepoint inside the test's outer transaction.
     """
-    from dbtest.sessions import session_options
+    from dbtest._sessions import session_options
 
     state = request.config.stash[WORKSPACE_KEY]
     fresh = _isolation(request, state.workspace) == "fresh"
@@ -275,7 +275,7 @@ async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Works
                         ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
     # One async fixture gives both the connection and the session: each async fixture
     # costs a trip through pytest-asyncio's runner, which dominated async_db's overhead.
-    from dbtest.sessions import session_options
+    from dbtest._sessions import session_options
 
     options = session_options(_dbtest_workspace.settings, asynchronous=True)
     if _isolation(request, _dbtest_workspace) == "fresh":

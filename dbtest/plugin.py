@@ -14,9 +14,9 @@ from dbtest.errors import ConfigError
 from dbtest.settings import HELP  # imports dbtest.errors too: no extra cost
 
 if TYPE_CHECKING:
+    from dbtest._leaks import Tracker
     from dbtest._prestart import Prestart
-    from dbtest.leaks import Tracker
-    from dbtest.workspace import Workspace
+    from dbtest._workspace import Workspace
 
 __all__ = ["MARKER", "REPORTS_KEY", "SEED_KEY", "WORKSPACE_KEY", "marker_options",
            "workspace_for"]
@@ -41,9 +41,9 @@ class _State:
 
     @property
     def tracker(self) -> Tracker:
-        """Who could have leaked into each worker database (see :mod:`dbtest.leaks`)."""
+        """Who could have leaked into each worker database (see :mod:`dbtest._leaks`)."""
         if self._tracker is None:
-            from dbtest.leaks import Tracker
+            from dbtest._leaks import Tracker
 
             self._tracker = Tracker()
         return self._tracker
@@ -125,7 +125,7 @@ def _read_marker(item: pytest.Item) -> dict[str, Any]:
         if not isinstance(schema, str):
             raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(schema={schema!r}) must be "
                               f"a string such as 'metadata:myapp.models:Base'")
-        from dbtest.schema import parse_schema_spec
+        from dbtest._schema import parse_schema_spec
 
         parse_schema_spec(schema, where=f"{item.nodeid}: mark.dbtest(schema=...)")
     return merged
@@ -264,7 +264,7 @@ def pytest_pycollect_makeitem_asyncio(collector: pytest.Collector, name: str, ob
 
 def _check_budget(config: pytest.Config) -> None:
     """xdist on a ``url`` server: fail before the workers start when the server cannot hold
-    them (see :func:`dbtest.liveness.check_budget`)."""
+    them (see :func:`dbtest._liveness.check_budget`)."""
     from dbtest.errors import DbtestError
 
     workers = config.option.numprocesses
@@ -273,7 +273,7 @@ def _check_budget(config: pytest.Config) -> None:
     except DbtestError:
         return  # a bad setting is reported where it is used, as without xdist
     if isinstance(workers, int) and workers > 1 and settings.backend == "url" and settings.url:
-        from dbtest.liveness import check_url_budget
+        from dbtest._liveness import check_url_budget
 
         try:
             check_url_budget(settings.url, workers)
@@ -295,7 +295,7 @@ def workspace_for(config: pytest.Config) -> Workspace:
 
 
 def _new_workspace(config: pytest.Config) -> Workspace:
-    from dbtest.workspace import Workspace, worker_id
+    from dbtest._workspace import Workspace, worker_id
 
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID") if hasattr(config, "workerinput") \
         else None
@@ -335,7 +335,7 @@ def _engine_checker(item: pytest.Item) -> Any:
     if not _SAVEPOINT_FIXTURES.isdisjoint(names) and (
             marker_options(item).get("isolation") or ws.settings.isolation) == "savepoint":
         return None
-    from dbtest.leakcheck import Checker
+    from dbtest._leakcheck import Checker
 
     assert state is not None
     return Checker(ws, ws.default_key(), item.nodeid, state.tracker)
@@ -429,7 +429,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                      server.details else f"server: PostgreSQL {server.version} ({how})")
         lines += [_template_line(r) for r in _records(state)]
     elif _is_xdist_controller(config):
-        from dbtest.provision.shared import read_records
+        from dbtest.provision._shared import read_records
 
         records = read_records(state.settings.cache_dir, config.option.testrunuid)
         lines += [_template_line(r) for r in records]
@@ -447,7 +447,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(WORKSPACE_KEY, None)
     ws = state.workspace if state is not None else None
     if ws is not None and ws.shared_run is not None and ws.started:
-        from dbtest.provision.shared import write_records
+        from dbtest.provision._shared import write_records
 
         write_records(ws.settings.cache_dir, ws.shared_run, _records(state))  # type: ignore[arg-type]
 
@@ -463,7 +463,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.workspace.close()
         state.workspace = None
     if _is_xdist_controller(config):
-        from dbtest.provision.shared import stop_shared
+        from dbtest.provision._shared import stop_shared
 
         try:
             settings = state.settings

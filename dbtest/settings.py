@@ -91,7 +91,7 @@ class Settings:
     schema_inputs: tuple[str, ...] = ()
     #: the docker backend's image (the official image of the server major version)
     docker_image: str = "postgres:16"
-    #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest.sessions`)
+    #: options of the ``db`` / ``async_db`` sessions (see :mod:`dbtest._sessions`)
     session_options: dict[str, Any] = field(default_factory=dict)
     driver: Literal["psycopg", "psycopg2"] = "psycopg"
     async_driver: Literal["asyncpg", "psycopg"] = "asyncpg"
@@ -261,11 +261,11 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
                               f"registry.example.com/postgres:16.4; got {value!r}.")
         return text
     if key == "session_options":
-        from dbtest.sessions import check_session_options
+        from dbtest._sessions import check_session_options
 
         return check_session_options(value, where)
     if key == "schema":
-        from dbtest.schema import parse_schema_spec
+        from dbtest._schema import parse_schema_spec
 
         parse_schema_spec(str(value), where=where)  # fail early, with the setting's name
         return str(value)

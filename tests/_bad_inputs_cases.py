@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, select, text
 import dbtest
 from dbtest import errors as E
 from dbtest.concurrency import Scenario, check_anomalies, run_concurrently
-from dbtest.concurrency.runner import ScriptDeadlock
+from dbtest.concurrency._runner import ScriptDeadlock
 from dbtest.settings import resolve
 from dbtest.snapshots import (
     export_snapshot,
@@ -97,8 +97,8 @@ def _up_without_docker(env: Env) -> None:
 
 
 def _template(env: Env, spec: str) -> None:
-    from dbtest.provision.url import connect_url
-    from dbtest.templates import TemplateCache, TemplateKey
+    from dbtest._templates import TemplateCache, TemplateKey
+    from dbtest.provision._url import connect_url
 
     TemplateCache(connect_url(env.url), env.project, env.project / "seeds").get(TemplateKey(spec))
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import dbtest
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 from tests._projects import ITEM_MODELS
 
 pytest_plugins = ["pytester"]
@@ -280,7 +280,7 @@ def test_async_expires_when_the_setting_says_so(pytester: pytest.Pytester) -> No
 def test_session_options_from_an_app_factory() -> None:
     """The app-integration API passes the app's sessionmaker: its options are taken, the
     setting wins key by key, bind never comes from the app."""
-    from dbtest.sessions import session_options
+    from dbtest._sessions import session_options
     from dbtest.settings import resolve
 
     class AppSession(AsyncSession):
@@ -317,8 +317,8 @@ def test_bad_session_options(value: object, message: str) -> None:
 
 
 def test_session_class_that_is_not_a_session() -> None:
+    from dbtest._sessions import session_options
     from dbtest.errors import ConfigError
-    from dbtest.sessions import session_options
     from dbtest.settings import resolve
 
     settings = resolve({"session_options": {"class": "dbtest.settings:Settings"}},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 from tests._projects import ITEM_MODELS
 
 pytest_plugins = ["pytester"]

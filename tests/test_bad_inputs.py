@@ -31,8 +31,10 @@ import pytest
 import dbtest
 from dbtest import cli, commands
 from dbtest.errors import DbtestError
-from dbtest.provision import lifetime, local, spares
-from dbtest.provision.server import PostgresServer
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision import _local as local
+from dbtest.provision import _spares as spares
+from dbtest.provision._server import PostgresServer
 from dbtest.settings import default_cache_dir, resolve
 from tests._bad_inputs_cases import (
     CASES,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dbtest.errors import PostgresNotFound
-from dbtest.provision import binaries
-from dbtest.provision.binaries import MIN_MAJOR, find_binaries, probe
+from dbtest.provision import _binaries as binaries
+from dbtest.provision._binaries import MIN_MAJOR, find_binaries, probe
 
 
 def fake_bindir(folder: Path, version: str, *, initdb: bool = True,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dbtest.cachekey import cache_folder, cache_inputs, cache_key
+from dbtest._cachekey import cache_folder, cache_inputs, cache_key
 from dbtest.cli import main
 from dbtest.settings import resolve
 from tests.test_plugin import unique_models
@@ -117,8 +117,8 @@ def test_key_without_a_local_cluster(tmp_path: Path) -> None:
 
 
 def test_wait_sees_a_generation_whose_writer_runs(tmp_path: Path) -> None:
-    from dbtest.cachekey import _busy
-    from dbtest.provision import lifetime
+    from dbtest._cachekey import _busy
+    from dbtest.provision import _lifetime as lifetime
 
     cluster = tmp_path / "clusters" / "pg15-0123456789abcdef"
     mine = cluster / f"gen-1.partial-{lifetime.identity()}"  # this process is its writer

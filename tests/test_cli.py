@@ -21,8 +21,9 @@ import sqlalchemy as sa
 
 import dbtest
 from dbtest import cli, commands
-from dbtest.provision import lifetime, local
-from dbtest.provision.runas import planned_account
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision import _local as local
+from dbtest.provision._runas import planned_account
 
 SECRET_URL = "postgresql://x:secret@127.0.0.1:1/db"
 
@@ -262,7 +263,7 @@ def litter(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     registered = run_dir(workdir / "elsewhere", "dbtest-regorphn", dead.pid)
     reg = lifetime.Registration(dead.pid, dead.pid, str(registered), 0.0)
     reg.write(cache_dir / "run")
-    from dbtest.provision import spares as spare_copies
+    from dbtest.provision import _spares as spare_copies
 
     ns = spare_copies.namespace_dir(shm, cache_dir)
     (ns / "spares" / cluster.name).mkdir(parents=True)
@@ -330,7 +331,7 @@ def test_clean_removes_only_what_dbtest_marked(
 
 def test_clean_drops_stale_databases_of_the_cached_cluster(cache: Path) -> None:
     import dbtest
-    from dbtest.databases import admin_connection, create_database
+    from dbtest._databases import admin_connection, create_database
     from dbtest.provision import Provisioner
     from dbtest.settings import resolve
 

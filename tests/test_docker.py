@@ -26,7 +26,7 @@ import pytest
 import dbtest
 from dbtest import commands
 from dbtest.errors import ConfigError, ProvisionError, RefusedError, StartupFailed
-from dbtest.provision.docker import (
+from dbtest.provision._docker import (
     CACHE_LABEL,
     DEFAULT_IMAGE,
     LABEL,
@@ -35,7 +35,7 @@ from dbtest.provision.docker import (
     cache_label,
     docker_available,
 )
-from dbtest.provision.pgconf import SERVER_SETTINGS
+from dbtest.provision._pgconf import SERVER_SETTINGS
 from dbtest.settings import resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtest.databases import admin_connection
+from dbtest._databases import admin_connection
+from dbtest._templates import TemplateCache, TemplateKey
 from dbtest.errors import MigrationError
-from dbtest.provision.server import PostgresServer
-from dbtest.templates import TemplateCache, TemplateKey
+from dbtest.provision._server import PostgresServer
 
 EXAMPLE = Path(__file__).parents[1] / "migrations_example"
 

@@ -331,7 +331,7 @@ def test_driver_not_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_setup_hook_errors_name_the_setting(tmp_path: Path) -> None:
-    from dbtest.build import run_setup
+    from dbtest._build import run_setup
     from dbtest.errors import ConfigError
     from dbtest.settings import resolve
 
@@ -346,7 +346,7 @@ def test_setup_hook_errors_name_the_setting(tmp_path: Path) -> None:
 def test_render_url_has_no_percent_for_a_socket_host() -> None:
     from sqlalchemy.engine import make_url
 
-    from dbtest.build import render_url
+    from dbtest._build import render_url
 
     url = make_url("postgresql+psycopg://me@/db?host=/tmp/dbtest-x/sock&port=5432")
     assert "%2F" in url.render_as_string(hide_password=False)   # SQLAlchemy's own rendering

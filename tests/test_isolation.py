@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import dbtest
-from dbtest.provision.server import PostgresServer
-from dbtest.workspace import Workspace
+from dbtest._workspace import Workspace
+from dbtest.provision._server import PostgresServer
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ async def test_async_savepoint(own_server: PostgresServer, engine: Engine, drive
     assert count(engine) == 0
 
 
-# -- leak checks through the API the fixtures use (dbtest.leakcheck) ------------------------
+# -- leak checks through the API the fixtures use (dbtest._leakcheck) ------------------------
 def _workspace(server: PostgresServer, tmp_path: Path) -> Workspace:
     from dbtest.settings import resolve
 
@@ -119,9 +119,9 @@ def leak_workspace(request: pytest.FixtureRequest, own_server: PostgresServer,
 
 
 def test_every_kind_of_leak_is_found_and_blamed(leak_workspace: Workspace) -> None:
+    from dbtest._leakcheck import Checker
+    from dbtest._leaks import Tracker
     from dbtest.errors import LeakError
-    from dbtest.leakcheck import Checker
-    from dbtest.leaks import Tracker
 
     ws, tracker = leak_workspace, Tracker()
     key = ws.default_key()
@@ -160,9 +160,9 @@ def test_every_kind_of_leak_is_found_and_blamed(leak_workspace: Workspace) -> No
 
 def test_a_leak_between_tests_names_every_candidate(own_server: PostgresServer,
                                                     tmp_path: Path) -> None:
+    from dbtest._leakcheck import Checker
+    from dbtest._leaks import Tracker
     from dbtest.errors import LeakError
-    from dbtest.leakcheck import Checker
-    from dbtest.leaks import Tracker
 
     ws, tracker = _workspace(own_server, tmp_path), Tracker()
     try:
@@ -188,8 +188,8 @@ def test_a_leak_between_tests_names_every_candidate(own_server: PostgresServer,
 
 def test_the_leak_record_does_not_grow_with_the_number_of_tests(own_server: PostgresServer,
                                                                 tmp_path: Path) -> None:
-    from dbtest.leakcheck import Checker
-    from dbtest.leaks import VACUUM_EVERY, Tracker
+    from dbtest._leakcheck import Checker
+    from dbtest._leaks import VACUUM_EVERY, Tracker
 
     ws = _workspace(own_server, tmp_path)
     try:

@@ -8,9 +8,9 @@ import time
 
 import psycopg
 
-from dbtest.databases import admin_connection, create_database
-from dbtest.janitor import drop_stale, stale_databases
-from dbtest.provision.server import PostgresServer
+from dbtest._databases import admin_connection, create_database
+from dbtest._janitor import drop_stale, stale_databases
+from dbtest.provision._server import PostgresServer
 
 
 def dead_pid() -> int:

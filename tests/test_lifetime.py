@@ -22,9 +22,10 @@ import psycopg
 import pytest
 
 from dbtest.errors import ProvisionError
-from dbtest.provision import lifetime, local
-from dbtest.provision.binaries import find_binaries
-from dbtest.provision.local import LocalCluster
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision import _local as local
+from dbtest.provision._binaries import find_binaries
+from dbtest.provision._local import LocalCluster
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,8 @@ def child(tmp_path: Path) -> Iterator[Callable[[str, Path], tuple[subprocess.Pop
 START_CLUSTER = """
     import json, sys, time
     from pathlib import Path
-    from dbtest.provision.binaries import find_binaries
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._binaries import find_binaries
+    from dbtest.provision._local import LocalCluster
 
     cluster = LocalCluster(find_binaries(), Path(sys.argv[1]))
     server = cluster.start(detached=DETACHED)

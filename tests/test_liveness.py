@@ -16,10 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtest.databases import admin_connection, create_database, database_mark
-from dbtest.errors import DbtestError, ProvisionError
-from dbtest.janitor import drop_stale, stale_databases
-from dbtest.liveness import (
+from dbtest._databases import admin_connection, create_database, database_mark
+from dbtest._janitor import drop_stale, stale_databases
+from dbtest._liveness import (
     CONNECTIONS_PER_WORKER,
     RunLease,
     check_budget,
@@ -27,10 +26,11 @@ from dbtest.liveness import (
     key_held,
     read_budget,
 )
-from dbtest.provision.server import PostgresServer
+from dbtest._templates import build_lock_key
+from dbtest._workspace import Workspace
+from dbtest.errors import DbtestError, ProvisionError
+from dbtest.provision._server import PostgresServer
 from dbtest.settings import Settings, resolve
-from dbtest.templates import build_lock_key
-from dbtest.workspace import Workspace
 
 pytest_plugins = ["pytester"]
 
@@ -156,7 +156,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from dbtest.settings import resolve
-from dbtest.workspace import Workspace
+from dbtest._workspace import Workspace
 
 settings = resolve({{"url": {url!r}, "cache_dir": {cache!r}}}, read_env=False, pyproject=None,
                    root=Path({root!r}))

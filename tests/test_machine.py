@@ -15,9 +15,12 @@ import pytest
 import dbtest
 from dbtest import commands
 from dbtest.errors import ProvisionError, RefusedError
-from dbtest.provision import Provisioner, generations, lifetime, spares
-from dbtest.provision.binaries import find_binaries
-from dbtest.provision.local import LocalCluster
+from dbtest.provision import Provisioner
+from dbtest.provision import _generations as generations
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision import _spares as spares
+from dbtest.provision._binaries import find_binaries
+from dbtest.provision._local import LocalCluster
 from dbtest.settings import Settings, resolve
 
 
@@ -289,7 +292,7 @@ def test_full_cache_dir_still_runs_or_says_why(tmp_path: Path) -> None:
 
 
 def test_embedded_backend_twice_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbtest.provision import embedded
+    from dbtest.provision import _embedded as embedded
 
     if os.geteuid() != 0:
         pytest.skip("the shared copy is made only when dbtest runs as root")
@@ -313,7 +316,7 @@ def test_embedded_backend_twice_as_root(monkeypatch: pytest.MonkeyPatch) -> None
 def test_clean_touches_only_its_own_cache_dir_and_dead_owners(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
-    from dbtest.provision import local
+    from dbtest.provision import _local as local
 
     shm = tmp_path / "shm"
     shm.mkdir()

@@ -9,13 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtest.errors import ConfigError, DbAssertionError
-from dbtest.migrations_check import (
+from dbtest._migrations_check import (
     assert_migrations,
     check_migrations,
     migrations_check_command,
 )
-from dbtest.provision.server import PostgresServer
+from dbtest.errors import ConfigError, DbAssertionError
+from dbtest.provision._server import PostgresServer
 from dbtest.settings import Settings
 
 EXAMPLE_INI = Path(__file__).parent.parent / "migrations_example" / "alembic.ini"

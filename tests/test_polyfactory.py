@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 
 pytest.importorskip("polyfactory", reason="polyfactory is not installed (it comes with the "
                                           "'factories' extra)")

@@ -13,8 +13,8 @@ import pytest
 
 import dbtest
 from dbtest.errors import ConfigError, PostgresNotFound, ProvisionError, RefusedError
-from dbtest.provision.server import PostgresServer
-from dbtest.provision.url import connect_url, parse_url
+from dbtest.provision._server import PostgresServer
+from dbtest.provision._url import connect_url, parse_url
 
 
 def query(dsn: str, sql: str) -> object:
@@ -122,7 +122,7 @@ def test_url_backend_without_url_says_how() -> None:
 
 
 def test_embedded_wheel_server() -> None:
-    from dbtest.provision.embedded import wheel_install_dir
+    from dbtest.provision._embedded import wheel_install_dir
 
     if wheel_install_dir() is None:
         pytest.skip("the embedded extra is not installed (pip install 'dbtest[embedded]')")
@@ -134,7 +134,7 @@ def test_embedded_wheel_server() -> None:
 
 
 def test_embedded_missing_says_how(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dbtest.provision.embedded as embedded
+    import dbtest.provision._embedded as embedded
 
     monkeypatch.setattr(embedded, "wheel_install_dir", lambda: None)
     with pytest.raises(PostgresNotFound, match=r"pip install 'dbtest\[embedded\]'"):

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 import dbtest
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 
 PROCESSES = 20
 

@@ -23,7 +23,7 @@ from dbtest.seeding import (
     seed_command,
     seed_fingerprint,
 )
-from dbtest.seeding.report import ProgressLine
+from dbtest.seeding._report import ProgressLine
 from dbtest.settings import resolve
 
 ROOT = Path(__file__).resolve().parent.parent

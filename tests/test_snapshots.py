@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from dbtest.errors import ConfigError, RefusedError, SnapshotError
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 from dbtest.settings import Settings
 from dbtest.snapshots import (
     drop_snapshot,

@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbtest.databases import admin_connection, database_mark
+from dbtest._databases import admin_connection, database_mark
+from dbtest._templates import TemplateCache, TemplateKey
 from dbtest.errors import ConfigError, MigrationError, TemplateError
-from dbtest.provision.server import PostgresServer
-from dbtest.templates import TemplateCache, TemplateKey
+from dbtest.provision._server import PostgresServer
 
 EXAMPLE_INI = Path(__file__).parents[1] / "migrations_example" / "alembic.ini"
 
@@ -99,7 +99,7 @@ def test_half_built_template_from_a_crash_is_replaced(own_server: PostgresServer
     info = c.get(TemplateKey("sql:sql/*.sql"))
     own_server.create_database(info.name + "_build", purpose="template")  # crash leftover
     with admin_connection(own_server.dsn) as admin:
-        from dbtest.databases import drop_database
+        from dbtest._databases import drop_database
 
         drop_database(admin, info.name)
     again = cache(own_server, tmp_path).get(TemplateKey("sql:sql/*.sql"))
@@ -110,7 +110,7 @@ def test_foreign_database_with_a_template_name_is_refused(own_server: PostgresSe
                                                           tmp_path: Path) -> None:
     write_sql(tmp_path, "001.sql", "CREATE TABLE f (id int);")
     c = cache(own_server, tmp_path)
-    from dbtest.schema import load_schema
+    from dbtest._schema import load_schema
 
     name = c.name_for(TemplateKey("sql:sql/*.sql"), load_schema("sql:sql/*.sql", tmp_path))
     with psycopg.connect(own_server.dsn, autocommit=True) as conn:
@@ -299,7 +299,7 @@ def test_reuse_is_verified_and_a_changed_template_rebuilt_saying_why(
 
 def test_template_whose_mark_disagrees_with_the_alembic_heads_is_rebuilt(
         own_server: PostgresServer, tmp_path: Path) -> None:
-    from dbtest.databases import mark_database
+    from dbtest._databases import mark_database
 
     key = TemplateKey(f"alembic:{EXAMPLE_INI}")
     info = cache(own_server, tmp_path).get(key)

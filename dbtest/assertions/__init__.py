@@ -28,10 +28,10 @@ module                      helpers
 
 from __future__ import annotations
 
-from dbtest.assertions.aggregate import AggregateReport, assert_aggregate
-from dbtest.assertions.audit import FkAudit, FkAuditFinding, audit_foreign_keys
-from dbtest.assertions.cascade import Blocked, CascadeReport, CascadeResult, assert_cascade
-from dbtest.assertions.changes import (
+from dbtest.assertions._aggregate import AggregateReport, assert_aggregate
+from dbtest.assertions._audit import FkAudit, FkAuditFinding, audit_foreign_keys
+from dbtest.assertions._cascade import Blocked, CascadeReport, CascadeResult, assert_cascade
+from dbtest.assertions._changes import (
     ChangeSet,
     Deleted,
     Inserted,
@@ -40,7 +40,7 @@ from dbtest.assertions.changes import (
     assertrepr_compare,
     track_changes,
 )
-from dbtest.assertions.queries import (
+from dbtest.assertions._queries import (
     CapturedQuery,
     QueryCounter,
     assert_constant_queries,
@@ -48,7 +48,7 @@ from dbtest.assertions.queries import (
     assert_num_queries,
     count_queries,
 )
-from dbtest.assertions.rows import assert_row_count, assert_rows
+from dbtest.assertions._rows import assert_row_count, assert_rows
 
 __all__ = [
     "AggregateReport",

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbtest.assertions import _render
+from dbtest.assertions._changes import _Snapshot, _snapshot
 from dbtest.assertions._db import INTERNAL_OPTION, TableInfo
 from dbtest.assertions._fks import DbForeignKey
-from dbtest.assertions.changes import _Snapshot, _snapshot
 from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:

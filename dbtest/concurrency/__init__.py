@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dbtest.concurrency.anomalies import (
+from dbtest.concurrency._anomalies import (
     ANOMALIES,
     HERMITAGE_POSTGRES,
     AnomalyOutcome,
@@ -18,9 +18,9 @@ from dbtest.concurrency.anomalies import (
     assert_prevented,
     check_anomalies,
 )
-from dbtest.concurrency.results import PermutationReport, ScenarioResult, StepResult
-from dbtest.concurrency.scenario import ISOLATION_LEVELS, Scenario
-from dbtest.concurrency.workers import WorkerError, WorkerResults, run_concurrently
+from dbtest.concurrency._results import PermutationReport, ScenarioResult, StepResult
+from dbtest.concurrency._scenario import ISOLATION_LEVELS, Scenario
+from dbtest.concurrency._workers import WorkerError, WorkerResults, run_concurrently
 
 __all__ = [
     "ANOMALIES",

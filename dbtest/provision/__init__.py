@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dbtest.errors import ConfigError, PostgresNotFound
-from dbtest.provision.server import ConnectionParams, PostgresServer
+from dbtest.provision._server import ConnectionParams, PostgresServer
 
 if TYPE_CHECKING:
     from dbtest.settings import Settings
@@ -49,21 +49,21 @@ class Provisioner:
             if not s.url:
                 raise ConfigError("backend 'url' needs a URL: set DBTEST_URL, --dbtest-url or "
                                   "url in [tool.dbtest].")
-            from dbtest.provision.url import connect_url
+            from dbtest.provision._url import connect_url
 
             self.server = connect_url(s.url)
         elif backend in ("local", "embedded"):
-            from dbtest.provision.local import LocalCluster
+            from dbtest.provision._local import LocalCluster
 
             if backend == "local":
-                from dbtest.provision import binaries as bins
+                from dbtest.provision import _binaries as bins
 
                 memo = s.cache_dir / "binaries.json"
                 bins.load_memo(memo)
                 binaries = bins.find_binaries(s.pg_bin)
                 bins.save_memo(memo)
             else:
-                from dbtest.provision.embedded import find_embedded_binaries
+                from dbtest.provision._embedded import find_embedded_binaries
 
                 binaries = find_embedded_binaries()
             cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port,
@@ -71,7 +71,7 @@ class Provisioner:
             self._handle = cluster
             self.server = cluster.start(owner_pid=self.owner_pid, detached=self.detached)
         elif backend == "docker":
-            from dbtest.provision.docker import DockerPostgres
+            from dbtest.provision._docker import DockerPostgres
 
             self._handle = DockerPostgres(s.docker_image, s.cache_dir)
             self.server = self._handle.start()
@@ -115,7 +115,7 @@ class Provisioner:
         `down` either sees it (and refuses) or has already stopped the server; a server that
         is gone by the time we connect (killed, or `down --force`) means starting our own."""
         from dbtest.errors import ProvisionError
-        from dbtest.provision.detached import attach, detached_for, state_lock
+        from dbtest.provision._detached import attach, detached_for, state_lock
 
         cache_dir, root = self.settings.cache_dir, self.settings.root
         if detached_for(cache_dir, root) is None:  # the common case: no lock taken

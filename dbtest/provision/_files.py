@@ -1,4 +1,4 @@
-"""Small file, port and process-file helpers of :mod:`dbtest.provision.local`."""
+"""Small file, port and process-file helpers of :mod:`dbtest.provision._local`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dbtest.errors import ProvisionError
-from dbtest.provision.runas import Account
+from dbtest.provision._runas import Account
 
 __all__ = ["make_dir"]
 

@@ -9,10 +9,10 @@ CLI's all-or-nothing load into any database.
 
 from __future__ import annotations
 
-from dbtest.seeding.command import seed_command
-from dbtest.seeding.loader import SeedContext, load_seeds
-from dbtest.seeding.report import SeedProgress, SeedReport
-from dbtest.seeding.sets import SeedSet, available_sets, resolve_sets, seed_fingerprint
+from dbtest.seeding._command import seed_command
+from dbtest.seeding._loader import SeedContext, load_seeds
+from dbtest.seeding._report import SeedProgress, SeedReport
+from dbtest.seeding._sets import SeedSet, available_sets, resolve_sets, seed_fingerprint
 
 __all__ = ["SeedContext", "SeedProgress", "SeedReport", "SeedSet", "available_sets",
            "load_seeds", "resolve_sets", "seed_command", "seed_fingerprint"]

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dbtest.databases import (
+from dbtest._databases import (
     _sessions,
     admin_connection,
     create_database,
@@ -22,7 +22,7 @@ from dbtest.errors import ConfigError, DbtestError, RefusedError, SnapshotError,
 if TYPE_CHECKING:
     import psycopg
 
-    from dbtest.provision.server import PostgresServer
+    from dbtest.provision._server import PostgresServer
 
 __all__ = ["PREFIX", "RestoreReport", "SnapshotInfo", "drop_snapshot", "list_snapshots",
            "resolve_server", "restore_snapshot", "save_snapshot"]
@@ -63,13 +63,13 @@ class RestoreReport:
 
 def resolve_server(server_or_url: PostgresServer | str) -> PostgresServer:
     """A :class:`PostgresServer` for a server, a ``postgresql://`` URL or a libpq DSN."""
-    from dbtest.provision.server import ConnectionParams, PostgresServer
+    from dbtest.provision._server import ConnectionParams, PostgresServer
 
     if isinstance(server_or_url, PostgresServer):
         return server_or_url
     text = str(server_or_url)
     if "://" in text:
-        from dbtest.provision.url import parse_url
+        from dbtest.provision._url import parse_url
 
         params = parse_url(text)
     else:

@@ -10,12 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dbtest.databases import admin_connection, create_database, database_mark, drop_database
+from dbtest._databases import admin_connection, create_database, database_mark, drop_database
 from dbtest.errors import RefusedError, SnapshotError
 from dbtest.snapshots._core import SnapshotInfo, _db_of, _exists, _known, resolve_server
 
 if TYPE_CHECKING:
-    from dbtest.provision.server import PostgresServer
+    from dbtest.provision._server import PostgresServer
 
 __all__ = ["export_snapshot", "import_snapshot", "pg_tool"]
 
@@ -23,7 +23,7 @@ __all__ = ["export_snapshot", "import_snapshot", "pg_tool"]
 def pg_tool(server: PostgresServer, tool: str) -> Path:
     """``pg_dump``/``pg_restore`` for ``server``: its own bindir, else PATH, else the newest
     install found, refusing one older than the server."""
-    from dbtest.provision import binaries
+    from dbtest.provision import _binaries as binaries
 
     bindir = server.details.get("bindir")
     candidates = [Path(bindir) / tool] if bindir else []

@@ -11,15 +11,15 @@ import pytest
 from _kit import Precious, Project
 
 import dbtest
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._server import PostgresServer
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This module's own cache dir, with the cluster already initdb'd (~0.5-1 s, once):
     its registry sees only the drills' servers."""
-    from dbtest.provision.binaries import find_binaries
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._binaries import find_binaries
+    from dbtest.provision._local import LocalCluster
 
     path = tmp_path_factory.mktemp("drill-cache")
     LocalCluster(find_binaries(), path).ensure_cached()

@@ -35,9 +35,9 @@ from _kit import (
     wait_for,
 )
 
-from dbtest.provision.binaries import find_binaries
-from dbtest.provision.local import LocalCluster
-from dbtest.provision.server import PostgresServer
+from dbtest.provision._binaries import find_binaries
+from dbtest.provision._local import LocalCluster
+from dbtest.provision._server import PostgresServer
 
 Outside = tuple[PostgresServer, Precious]
 
@@ -87,7 +87,7 @@ def test_kill9_of_pytest_and_its_watchdog_next_run_reaps(project: Callable[..., 
     wait_for(reached.exists, 30, "the run to reach the test", run)
     (reg,) = registrations(cache, run.proc.pid)
     procs = server_processes(cache, run.proc.pid)
-    watchdogs = [p for p in procs if "dbtest.provision.lifetime" in p.what]
+    watchdogs = [p for p in procs if "dbtest.provision._lifetime" in p.what]
     assert watchdogs, procs
     for dog in watchdogs:
         os.kill(dog.pid, signal.SIGKILL)
@@ -173,7 +173,7 @@ def test_kill9_of_dbtest_seed(project: Callable[..., Project], outside: Outside)
     if probe.returncode != 0:
         pytest.skip("`dbtest seed` is not a CLI command yet (`dbtest seed --help` exits "
                     f"{probe.returncode}: {probe.stderr.strip().splitlines()[-1]}); this drill "
-                    "runs once the CLI wires dbtest.seeding.command.seed_command")
+                    "runs once the CLI wires dbtest.seeding._command.seed_command")
     server, precious = outside
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS seedtarget")

@@ -27,9 +27,9 @@ from _kit import (
     wait_for,
 )
 
-from dbtest.provision.binaries import find_binaries
-from dbtest.provision.lifetime import OWNED_MARK
-from dbtest.provision.local import LocalCluster, run_bases
+from dbtest.provision._binaries import find_binaries
+from dbtest.provision._lifetime import OWNED_MARK
+from dbtest.provision._local import LocalCluster, run_bases
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

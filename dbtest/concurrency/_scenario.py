@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from dbtest.concurrency._results import PermutationReport, ScenarioResult
 from dbtest.concurrency._target import conninfo_for
-from dbtest.concurrency.results import PermutationReport, ScenarioResult
 from dbtest.errors import ConcurrencyError
 
 if TYPE_CHECKING:
-    from dbtest.concurrency.sessions import Connections
+    from dbtest.concurrency._sessions import Connections
 
 __all__ = ["ISOLATION_LEVELS", "Scenario", "SessionSpec", "StepSpec", "normalize_level"]
 
@@ -274,7 +274,7 @@ class Scenario:
     def open(self) -> None:
         """Open the control connection (sessions connect when a run first needs them)."""
         if self._conns is None:
-            from dbtest.concurrency.sessions import Connections
+            from dbtest.concurrency._sessions import Connections
 
             self._conns = Connections(self.conninfo, self.deadlock_timeout)
 
@@ -339,7 +339,7 @@ class Scenario:
                 self.close()
 
     def _run_one(self, names: tuple[str, ...], *, strict: bool) -> ScenarioResult:
-        from dbtest.concurrency.runner import run_permutation
+        from dbtest.concurrency._runner import run_permutation
 
         assert self._conns is not None
         return run_permutation(self, self._conns, names, strict=strict)

@@ -176,7 +176,7 @@ class MetadataSource:
 
 class CallableSource:
     """``callable:<module>:<func>``: ``func(connection)`` or ``func(connection, ctx)``
-    creates the schema (see :mod:`dbtest.build` for the contract)."""
+    creates the schema (see :mod:`dbtest._build` for the contract)."""
 
     #: whether :meth:`verify` checks anything (else no connection is opened for it)
     verifies = False
@@ -200,7 +200,7 @@ class CallableSource:
         return _hash("callable", self.spec, self.inputs)
 
     def apply(self, connection: Connection) -> int:
-        from dbtest.build import run_callable  # the contract: see dbtest.build
+        from dbtest._build import run_callable  # the contract: see dbtest._build
 
         run_callable(self.func, connection, self.spec)
         return 1

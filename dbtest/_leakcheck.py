@@ -1,5 +1,5 @@
 """The leak checks at test boundaries, shared by the sync and async fixtures and the
-plugin's hooks (the SQL and the bookkeeping are in :mod:`dbtest.leaks`).
+plugin's hooks (the SQL and the bookkeeping are in :mod:`dbtest._leaks`).
 
 Every test that uses the worker database is checked twice: when it starts (inside its
 transaction, before anything of its own is written: whatever is recorded then was
@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from dbtest.leaks import (
+from dbtest._leaks import (
     RECORD_DROPPED,
     VACUUM,
     Tracker,
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from dbtest.templates import TemplateKey
-    from dbtest.workspace import WorkerDatabase, Workspace
+    from dbtest._templates import TemplateKey
+    from dbtest._workspace import WorkerDatabase, Workspace
 
 __all__ = ["Checker"]
 

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from dbtest.errors import ProvisionError
-from dbtest.provision import lifetime
+from dbtest.provision import _lifetime as lifetime
 
 __all__ = ["NAMESPACE_PREFIX", "namespace", "namespace_dir", "namespaces", "prepare", "sweep",
            "sweep_vanished", "take"]
@@ -110,7 +110,7 @@ def sweep(ns: Path, *, dry_run: bool = False) -> list[tuple[Path, str]]:
     in ``ns`` would pick (gone, or neither ``current`` nor a project's newest), and
     half-made (or half-deleted) ones whose process is gone.
     """
-    from dbtest.provision.generations import startable
+    from dbtest.provision._generations import startable
 
     removed: list[tuple[Path, str]] = []
     try:
@@ -170,7 +170,7 @@ def prepare(ns: Path, cluster: str, gen: Path) -> None:
         return
     package_parent = str(Path(__file__).resolve().parents[2])
     lifetime.run_in_background(["env", f"PYTHONPATH={package_parent}", sys.executable, "-S",
-                                "-m", "dbtest.provision.spares", str(gen), str(folder)])
+                                "-m", "dbtest.provision._spares", str(gen), str(folder)])
 
 
 def sweep_vanished(base: Path) -> list[Path]:
@@ -201,7 +201,7 @@ def sweep_vanished(base: Path) -> list[Path]:
 def _make(gen: Path, folder: Path) -> int:
     """The background job: copy ``gen`` to ``folder`` as a ready spare (and sweep the
     folders of vanished cache dirs, off the start's path)."""
-    from dbtest.provision.generations import lock_shared
+    from dbtest.provision._generations import lock_shared
 
     with contextlib.suppress(OSError):
         sweep_vanished(folder.parent.parent.parent)

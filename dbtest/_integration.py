@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dbtest.build import import_object
+from dbtest._build import import_object
 from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
     from sqlalchemy.orm import Session
 
-    from dbtest.workspace import Workspace
+    from dbtest._workspace import Workspace
 
 __all__ = ["AppEngine", "database_url", "plug_app", "session_options", "start_run"]
 

@@ -5,7 +5,7 @@ should not wait for it. A background thread keeps ``size`` clones ready and drop
 ones, so ``acquire()`` usually returns at once.
 
 Connections: the thread works on the run's admin connection when one is given (the
-workspace's :class:`~dbtest.liveness.RunLease`; psycopg serialises the threads' use of
+workspace's :class:`~dbtest._liveness.RunLease`; psycopg serialises the threads' use of
 it), else on one of its own for the pool's lifetime. Each acquired database costs what
 the test opens on it.
 """
@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from dbtest.databases import admin_connection, create_database, drop_database
+from dbtest._databases import admin_connection, create_database, drop_database
 
 if TYPE_CHECKING:
     import psycopg
 
-    from dbtest.provision.server import PostgresServer
+    from dbtest.provision._server import PostgresServer
 
 __all__ = ["FreshDatabasePool"]
 

@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbtest.databases import admin_connection, create_database, drop_database
+from dbtest._databases import admin_connection, create_database, drop_database
+from dbtest._templates import _strategy
 from dbtest.errors import ConfigError, DbAssertionError
-from dbtest.templates import _strategy
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from dbtest.provision.server import PostgresServer
+    from dbtest.provision._server import PostgresServer
     from dbtest.settings import Settings
 
 __all__ = ["CHECKS", "CheckResult", "MigrationReport", "assert_migrations",
@@ -343,7 +343,7 @@ def migrations_check_command(settings: Settings, ini: str | None = None,
     setting) names a server, else a throwaway one is started; ``models`` is
     ``module:attr`` of a MetaData or declarative Base (default: env.py's).
     """
-    from dbtest.schema import _attr, parse_schema_spec
+    from dbtest._schema import _attr, parse_schema_spec
 
     if ini is None:
         spec = parse_schema_spec(settings.schema) if settings.schema else None

@@ -32,6 +32,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, overload
 
 from dbtest.assertions import _render
+from dbtest.assertions._changes import _Snapshot, _snapshot
 from dbtest.assertions._db import TableInfo, connection_of, resolve_table, run, split_name
 from dbtest.assertions._delete import (
     Blocked,
@@ -42,7 +43,6 @@ from dbtest.assertions._delete import (
     orm_delete,
 )
 from dbtest.assertions._fks import DbForeignKey, load_foreign_keys, reach
-from dbtest.assertions.changes import _Snapshot, _snapshot
 from dbtest.errors import ConfigError, DbAssertionError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The cache's layout, and what ``dbtest clean`` may remove from it.
 
-Names of everything :class:`~dbtest.provision.local.LocalCluster` creates (cached
+Names of everything :class:`~dbtest.provision._local.LocalCluster` creates (cached
 cluster generations, spare copies, run folders), and finders for the ones no live
 process uses. Nothing without these names and dbtest's mark is ever listed.
 """
@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dbtest.provision import lifetime
+from dbtest.provision import _lifetime as lifetime
 
 __all__ = ["GENERATION_GRACE_S", "SPARES_PREFIX", "cluster_dirs", "orphan_run_dirs",
            "remove_generation", "spare_dirs", "stale_generations", "trash_dirs"]
@@ -80,7 +80,7 @@ def remove_generation(path: Path) -> None:
 def spare_dirs(cache_dir: Path) -> list[Path]:
     """This cache dir's namespace folders (run folders and spares, in every run base),
     and those of this user's cache dirs that no longer exist (their owner is gone)."""
-    from dbtest.provision import spares
+    from dbtest.provision import _spares as spares
 
     found = []
     own = spares.namespace(cache_dir)
@@ -149,6 +149,6 @@ def _existing(folders: list[Path]) -> list[Path]:
 
 def _run_bases(cache_dir: Path) -> list[Path]:
     # read from local at call time: it owns TMPFS (and tests point it elsewhere)
-    from dbtest.provision.local import run_bases
+    from dbtest.provision._local import run_bases
 
     return run_bases(cache_dir)

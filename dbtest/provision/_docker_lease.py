@@ -10,7 +10,7 @@ included) the pipe closes, the watchdog drops the lease and, when no live proces
 another one, removes the container. Ryuk, testcontainers' own reaper, is not needed (a
 machine without a registry cannot pull it).
 
-Run as ``python -m dbtest.provision.docker_lease LOCK LEASE CONTAINER``.
+Run as ``python -m dbtest.provision._docker_lease LOCK LEASE CONTAINER``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dbtest.provision.lifetime import pid_alive, release_watchdog
+from dbtest.provision._lifetime import pid_alive, release_watchdog
 
 __all__ = ["LOCK_TIMEOUT", "drop_dead_leases", "lease_lock", "live_leases", "remove_container",
            "start_watchdog", "take_lease"]
@@ -109,7 +109,7 @@ def start_watchdog(lock: Path, lease: Path, container: str,
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "dbtest.provision.docker_lease", str(lock), str(lease),
+        [sys.executable, "-m", "dbtest.provision._docker_lease", str(lock), str(lease),
          container],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # its own session: a Ctrl-C to the test run's process group must not kill it

@@ -280,7 +280,7 @@ def start_watchdog(reg: Registration, entry: Path) -> subprocess.Popen[bytes]:
     it after writing ``b"done"`` releases the watchdog; closing it without (the owner
     died) makes the watchdog stop the server."""
     return subprocess.Popen(
-        [sys.executable, "-S", "-m", "dbtest.provision.lifetime",
+        [sys.executable, "-S", "-m", "dbtest.provision._lifetime",
          str(reg.postmaster_pid), reg.run_dir, str(entry)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # its own session: a Ctrl-C to the test run's process group must not kill it
@@ -295,7 +295,7 @@ def start_owner_watchdog(owner_pid: int, postmaster_pid: int, run_dir: str,
     process: when it is gone and the registry entry still exists, stop the server."""
     package_parent = str(Path(__file__).resolve().parents[2])
     run_in_background(["env", f"PYTHONPATH={package_parent}", sys.executable, "-S", "-m",
-                       "dbtest.provision.lifetime", str(postmaster_pid), run_dir, str(entry),
+                       "dbtest.provision._lifetime", str(postmaster_pid), run_dir, str(entry),
                        str(owner_pid)])
 
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbtest.databases import admin_connection, create_database, database_mark, drop_database
+from dbtest._databases import admin_connection, create_database, database_mark, drop_database
+from dbtest._schema import SchemaSource, load_schema
 from dbtest.errors import DbtestError, TemplateError
-from dbtest.schema import SchemaSource, load_schema
 
 if TYPE_CHECKING:
-    from dbtest.provision.server import PostgresServer
+    from dbtest.provision._server import PostgresServer
 
 __all__ = ["TEMPLATE_FORMAT", "TemplateCache", "TemplateInfo", "TemplateKey"]
 
@@ -228,7 +228,7 @@ class TemplateCache:
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(building), sql.Identifier(name)))
         admin.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(name)))
-        from dbtest.databases import mark_database
+        from dbtest._databases import mark_database
 
         mark_database(admin, name, purpose="template", mark={
             "state": "ready", "schema": key.schema, "seeds": list(key.seeds),
@@ -273,7 +273,7 @@ def build_lock_key(name: str) -> int:
 
 def _touch(admin: Any, name: str, mark: dict[str, Any]) -> None:
     """Record when a template was last used (``dbtest clean`` drops long-unused ones)."""
-    from dbtest.databases import mark_database
+    from dbtest._databases import mark_database
 
     if time.time() - float(mark.get("used", 0)) > 3600:  # one write an hour is plenty
         extra = {k: v for k, v in mark.items() if k not in ("purpose", "owner", "pid")}

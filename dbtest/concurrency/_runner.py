@@ -16,14 +16,14 @@ from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING
 
+from dbtest.concurrency._report import lock_graph, waits_for
+from dbtest.concurrency._results import ScenarioResult, StepResult
+from dbtest.concurrency._sessions import Connections, Live, run_action
 from dbtest.concurrency._target import describe_error
-from dbtest.concurrency.report import lock_graph, waits_for
-from dbtest.concurrency.results import ScenarioResult, StepResult
-from dbtest.concurrency.sessions import Connections, Live, run_action
 from dbtest.errors import ConcurrencyError
 
 if TYPE_CHECKING:
-    from dbtest.concurrency.scenario import Action, Scenario, StepSpec
+    from dbtest.concurrency._scenario import Action, Scenario, StepSpec
 
 __all__ = ["PermutationRun", "ScriptDeadlock", "StepHang", "run_permutation"]
 

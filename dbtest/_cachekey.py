@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dbtest.errors import DbtestError, PostgresNotFound
 
 if TYPE_CHECKING:
-    from dbtest.provision.binaries import PgBinaries
+    from dbtest.provision._binaries import PgBinaries
     from dbtest.settings import Settings
 
 __all__ = ["CACHE_KEY_FORMAT", "cache_command", "cache_folder", "cache_inputs", "cache_key",
@@ -41,8 +41,8 @@ CACHE_KEY_FORMAT = 1
 def _binaries(settings: Settings) -> tuple[str, PgBinaries | None]:
     """The backend whose cluster would be cached, and its binaries (``None``: no local
     cluster, e.g. ``url`` or ``docker``)."""
-    from dbtest.provision import binaries as bins
-    from dbtest.provision.embedded import find_embedded_binaries
+    from dbtest.provision import _binaries as bins
+    from dbtest.provision._embedded import find_embedded_binaries
 
     backend = "url" if settings.url else settings.backend
     if backend in ("auto", "local"):
@@ -68,9 +68,9 @@ def cache_inputs(settings: Settings) -> dict[str, Any]:
     """Everything the key is a hash of, by name."""
     from types import SimpleNamespace
 
-    from dbtest.provision.local import LocalCluster
-    from dbtest.schema import load_schema
-    from dbtest.templates import TemplateCache, TemplateKey
+    from dbtest._schema import load_schema
+    from dbtest._templates import TemplateCache, TemplateKey
+    from dbtest.provision._local import LocalCluster
 
     backend, binaries = _binaries(settings)
     inputs: dict[str, Any] = {"format": CACHE_KEY_FORMAT, "backend": backend}
@@ -119,8 +119,8 @@ def _busy(folder: Path, quiet_for: float = 2.0) -> list[Path]:
     (``gen-*.partial-<pid>-<start>``), an older dbtest's ``*.partial`` written to in the
     last ``quiet_for`` seconds (one a killed run left behind stays as it is and is replaced
     later), or a ``current`` link being replaced."""
-    from dbtest.provision import lifetime
-    from dbtest.provision.generations import generations
+    from dbtest.provision import _lifetime as lifetime
+    from dbtest.provision._generations import generations
 
     if not folder.is_dir():
         return []

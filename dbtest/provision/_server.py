@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from dbtest.databases import DropReport, admin_connection, create_database, drop_database
+from dbtest._databases import DropReport, admin_connection, create_database, drop_database
 from dbtest.errors import MaskedStr
 
 __all__ = ["ConnectionParams", "PostgresServer"]

@@ -17,8 +17,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from dbtest.provision import lifetime
-from dbtest.provision.server import ConnectionParams, PostgresServer
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision._server import ConnectionParams, PostgresServer
 
 __all__ = ["join_or_start", "mark_template_built", "read_records", "stop_shared",
            "write_records"]
@@ -74,7 +74,7 @@ def mark_template_built(cache_dir: Path, run: str) -> None:
 
 def stop_shared(cache_dir: Path, run: str) -> bool:
     """Stop the run's shared server (called by the xdist controller at the end)."""
-    from dbtest.provision.local import LocalCluster
+    from dbtest.provision._local import LocalCluster
 
     state = _state(cache_dir, run)
     if not state.exists():

@@ -22,8 +22,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from dbtest.errors import DbtestError, SeedError, mask_url
-from dbtest.seeding.report import SeedProgress, SeedReport
-from dbtest.seeding.sets import SeedSet, resolve_sets
+from dbtest.seeding._report import SeedProgress, SeedReport
+from dbtest.seeding._sets import SeedSet, resolve_sets
 
 if TYPE_CHECKING:
     from faker import Faker

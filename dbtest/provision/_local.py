@@ -26,7 +26,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from dbtest.errors import ProvisionError, StartupFailed
-from dbtest.provision import generations, lifetime, spares
+from dbtest.provision import _generations as generations
+from dbtest.provision import _lifetime as lifetime
+from dbtest.provision import _spares as spares
+from dbtest.provision._binaries import PgBinaries
 from dbtest.provision._files import (
     _check_port_free,
     _copy_tree,
@@ -37,9 +40,8 @@ from dbtest.provision._files import (
     _tree_size,
     make_dir,
 )
-from dbtest.provision.binaries import PgBinaries
-from dbtest.provision.generations import GENERATIONS_KEPT
-from dbtest.provision.leftovers import (  # re-exported: the cache's layout lives there
+from dbtest.provision._generations import GENERATIONS_KEPT
+from dbtest.provision._leftovers import (  # re-exported: the cache's layout lives there
     _RUN_DIR_NAME,
     SPARES_PREFIX,
     cluster_dirs,
@@ -49,9 +51,9 @@ from dbtest.provision.leftovers import (  # re-exported: the cache's layout live
     stale_generations,
     trash_dirs,
 )
-from dbtest.provision.pgconf import SERVER_SETTINGS
-from dbtest.provision.runas import Account, chown_tree, server_account
-from dbtest.provision.server import ConnectionParams, PostgresServer
+from dbtest.provision._pgconf import SERVER_SETTINGS
+from dbtest.provision._runas import Account, chown_tree, server_account
+from dbtest.provision._server import ConnectionParams, PostgresServer
 
 __all__ = ["CLUSTER_FORMAT", "GENERATIONS_KEPT", "SPARES_PREFIX", "LocalCluster", "cluster_dirs",
            "make_dir", "orphan_run_dirs", "remove_generation", "run_bases", "spare_dirs",
@@ -239,7 +241,7 @@ class LocalCluster:
             # a process of its own: the run ends without waiting for the copy; it takes
             # the run folder over (its mark names it) and removes it once copied
             pid = lifetime.spawn_detached([
-                sys.executable, "-S", "-m", "dbtest.provision.generations", str(data),
+                sys.executable, "-S", "-m", "dbtest.provision._generations", str(data),
                 str(self.cluster_dir), str(self.run_dir), self.project or "",
                 "" if self.max_mb is None else str(self.max_mb)])
             with contextlib.suppress(OSError):  # (already copied and removed)
@@ -270,7 +272,7 @@ class LocalCluster:
         return Path(tempfile.gettempdir())
 
     def _run_parent(self, base: Path) -> Path:
-        """This cache dir's own folder in ``base`` (see :mod:`dbtest.provision.spares`)."""
+        """This cache dir's own folder in ``base`` (see :mod:`dbtest.provision._spares`)."""
         return spares.namespace_dir(base, self.cache_dir)
 
     def _as_account(self) -> dict[str, Any]:

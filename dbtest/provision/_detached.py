@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dbtest.errors import ProvisionError
-from dbtest.provision import lifetime
+from dbtest.provision import _lifetime as lifetime
 
 __all__ = ["STATE_FILE", "DetachedServer", "attach", "attached_sessions", "detached_for",
            "detached_server", "detached_server_url", "detached_servers", "forget_sessions",
@@ -175,7 +175,7 @@ def state_lock(cache_dir: Path) -> Iterator[None]:
     """Serialise ``up --detach`` and ``down``: two at once must not start two servers."""
     from filelock import FileLock, Timeout
 
-    from dbtest.provision.local import make_dir
+    from dbtest.provision._local import make_dir
 
     make_dir(cache_dir)
     lock = cache_dir / "up.lock"

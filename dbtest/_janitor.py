@@ -4,7 +4,7 @@ Only databases carrying dbtest's mark are ever considered. A worker or fresh dat
 whose owning run is gone is dropped at the next run's start; a template unused for
 ``max_age_days`` goes, except the ``keep`` most recently used.
 
-Whether the owner is gone is asked of the server (see :mod:`dbtest.liveness`): a mark
+Whether the owner is gone is asked of the server (see :mod:`dbtest._liveness`): a mark
 with a run token belongs to a live run exactly while that run's advisory lock is held,
 whatever host or pid namespace it runs in. Marks without a token (written by dbtest
 versions before run tokens) keep the old rule: on the same host name, the pid must be
@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dbtest.databases import drop_database, list_databases
-from dbtest.liveness import TOKEN_KEY, held_run_keys, key_held, run_key, token_alive
-from dbtest.provision.lifetime import pid_alive
+from dbtest._databases import drop_database, list_databases
+from dbtest._liveness import TOKEN_KEY, held_run_keys, key_held, run_key, token_alive
+from dbtest.provision._lifetime import pid_alive
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,7 +62,7 @@ def _owner_gone(mark: dict[str, Any], host: str, now: float,
 def stale_databases(conn: psycopg.Connection[Any], *, max_age_days: float = 7,
                     keep: int = 5, templates: bool = True) -> list[StaleDatabase]:
     """dbtest's databases on this server that can go (see the module docstring)."""
-    from dbtest.templates import build_lock_key
+    from dbtest._templates import build_lock_key
 
     host, now = socket.gethostname(), time.time()
     found, kept_templates = [], []

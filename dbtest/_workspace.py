@@ -1,11 +1,11 @@
 """`Workspace`: the server and databases one test process uses.
 
 It starts (or joins) the server on first use, builds templates through
-:class:`~dbtest.templates.TemplateCache`, gives each (process, template) a worker
+:class:`~dbtest._templates.TemplateCache`, gives each (process, template) a worker
 database cloned from the template, keeps pools of fresh databases, and cleans up all
 of it on :meth:`close`. It is plain Python; the pytest fixtures are thin fronts over it.
 
-From the server's start to :meth:`close` it holds a :class:`~dbtest.liveness.RunLease`
+From the server's start to :meth:`close` it holds a :class:`~dbtest._liveness.RunLease`
 (an advisory lock on its admin connection, keyed by a random run token written into the
 mark of every worker and fresh database it creates), so other runs' janitors, on any
 host, leave its databases alone exactly while it lives. Its clones, drops and janitor
@@ -24,19 +24,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dbtest.build import async_kwargs, engine_kwargs
-from dbtest.databases import admin_connection, create_database, drop_database
-from dbtest.templates import TemplateCache, TemplateKey
+from dbtest._build import async_kwargs, engine_kwargs
+from dbtest._databases import admin_connection, create_database, drop_database
+from dbtest._templates import TemplateCache, TemplateKey
 
 if TYPE_CHECKING:
     import psycopg
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from dbtest.liveness import RunLease
-    from dbtest.pool import FreshDatabasePool
+    from dbtest._liveness import RunLease
+    from dbtest._pool import FreshDatabasePool
     from dbtest.provision import Provisioner
-    from dbtest.provision.server import PostgresServer
+    from dbtest.provision._server import PostgresServer
     from dbtest.settings import Settings
 
 __all__ = ["CACHED_TEMPLATES", "FreshDatabase", "WorkerDatabase", "Workspace"]
@@ -159,7 +159,7 @@ class Workspace:
         with self._lock:
             if self._server is None:
                 if self.shared_run is not None:
-                    from dbtest.provision.shared import current_owner, join_or_start
+                    from dbtest.provision._shared import current_owner, join_or_start
 
                     self._server = join_or_start(self.settings, self.shared_run,
                                                  current_owner())
@@ -174,7 +174,7 @@ class Workspace:
     def _take_lease(self, server: PostgresServer) -> None:
         """Hold this run's liveness lock, check the connection budget, then drop what
         dead runs left (on servers that outlive runs)."""
-        from dbtest.liveness import RunLease, check_budget
+        from dbtest._liveness import RunLease, check_budget
 
         try:
             self._lease = RunLease(server.dsn)
@@ -201,7 +201,7 @@ class Workspace:
     def _admin_connection(self) -> psycopg.Connection[Any] | None:
         """The run's admin connection while it holds a lease (opened, or reopened after an
         error ended it, on demand; shared with the pools' threads)."""
-        from dbtest.databases import admin_connect
+        from dbtest._databases import admin_connect
 
         with self._lock:
             if self._lease is None or self._server is None:
@@ -225,7 +225,7 @@ class Workspace:
 
     def _reap_databases(self) -> None:
         """Drop worker and fresh databases that dead runs left on a shared server."""
-        from dbtest.janitor import drop_stale, stale_databases
+        from dbtest._janitor import drop_stale, stale_databases
 
         with contextlib.suppress(Exception), self._admin() as admin:
             drop_stale(admin, stale_databases(admin, templates=False))
@@ -242,7 +242,7 @@ class Workspace:
                         before(name)
 
                 server.on_template_built = built
-                from dbtest.build import run_setup
+                from dbtest._build import run_setup
 
                 run_setup(self.settings)  # in-process app init, on build and reuse alike
                 self._templates = TemplateCache(self.server, self.settings.root,
@@ -285,11 +285,11 @@ class Workspace:
 
     def _clone_with_leak_check(self, template: str, name: str) -> bool:
         """Clone ``template`` as ``name`` with the leak record; whether the DDL event
-        triggers are installed (see :func:`dbtest.leaks.install`)."""
+        triggers are installed (see :func:`dbtest._leaks.install`)."""
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
-        from dbtest import leaks
+        from dbtest import _leaks as leaks
 
         self._clone(template, name, "worker")
         engine = create_engine(self.server.url_for(name), poolclass=NullPool)
@@ -304,7 +304,7 @@ class Workspace:
             engine.dispose()
 
     def _clone(self, template: str, name: str, purpose: str) -> None:
-        from dbtest.templates import _strategy
+        from dbtest._templates import _strategy
 
         with self._admin() as admin:
             create_database(admin, name, purpose=purpose, template=template,
@@ -313,7 +313,7 @@ class Workspace:
 
     def leaked_tables(self, key: TemplateKey) -> list[str]:
         """Tables with committed changes in the worker database since it was cloned."""
-        from dbtest import leaks
+        from dbtest import _leaks as leaks
 
         worker = self.worker_database(key)
         with worker.engine.connect() as conn:
@@ -334,8 +334,8 @@ class Workspace:
     # -- fresh databases ------------------------------------------------------------------
     def fresh_database(self, key: TemplateKey) -> FreshDatabase:
         """A new database cloned from ``key``'s template, from the pool."""
-        from dbtest.pool import FreshDatabasePool
-        from dbtest.templates import _strategy
+        from dbtest._pool import FreshDatabasePool
+        from dbtest._templates import _strategy
 
         with self._lock:
             pool = self._pools.get(key)
@@ -384,7 +384,7 @@ class Workspace:
                 if persist:
                     # the cached cluster is copied at every start (each database adds
                     # ~7 MB): keep only the most recently used templates in it
-                    from dbtest.janitor import drop_stale, stale_databases
+                    from dbtest._janitor import drop_stale, stale_databases
 
                     drop_stale(admin, stale_databases(admin, max_age_days=0,
                                                       keep=CACHED_TEMPLATES))

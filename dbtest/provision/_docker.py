@@ -1,14 +1,14 @@
 """The ``docker`` backend: a PostgreSQL container through testcontainers, kept for reuse.
 
 The container runs the image named by the ``docker_image`` setting with the same server
-settings as local clusters (:mod:`dbtest.provision.pgconf`) and its data on a tmpfs. It
+settings as local clusters (:mod:`dbtest.provision._pgconf`) and its data on a tmpfs. It
 is named after the image, those settings and the cache dir (``dbtest-pg-<key>``) and
 labelled ``dbtest.container=<key>``: every process with the same image and cache dir
 uses the same container (concurrent runs and xdist workers share it; templates are built
 once under the server's advisory lock). Once it holds templates it is kept running after
 the run, and the next run reuses it, applying zero migrations; ``dbtest down`` removes
 it. A container whose users all died (``kill -9`` included) is removed by their
-watchdogs (:mod:`dbtest.provision.docker_lease`): Ryuk is not used. A container without
+watchdogs (:mod:`dbtest.provision._docker_lease`): Ryuk is not used. A container without
 dbtest's label is never touched.
 """
 
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from dbtest.errors import ProvisionError, RefusedError, StartupFailed
-from dbtest.provision import docker_lease as leases
-from dbtest.provision.pgconf import INITDB_OPTIONS, SERVER_SETTINGS, server_options
-from dbtest.provision.server import ConnectionParams, PostgresServer
+from dbtest.provision import _docker_lease as leases
+from dbtest.provision._pgconf import INITDB_OPTIONS, SERVER_SETTINGS, server_options
+from dbtest.provision._server import ConnectionParams, PostgresServer
 
 __all__ = ["DEFAULT_IMAGE", "DockerPostgres", "container_key", "docker_available",
            "down_containers"]
@@ -272,7 +272,7 @@ class DockerPostgres:
 
     def holds_templates(self) -> bool:
         """Whether the server holds a template dbtest built (worth keeping for reuse)."""
-        from dbtest.databases import admin_connection, list_databases
+        from dbtest._databases import admin_connection, list_databases
 
         if self._running is None or not self._running.params.host:
             return False

@@ -82,7 +82,7 @@ class RunLease:
     FATAL) must never end the run's liveness while the run goes on."""
 
     def __init__(self, dsn: str) -> None:
-        from dbtest.databases import admin_connect
+        from dbtest._databases import admin_connect
 
         self.token = secrets.token_hex(8)
         self.conn = admin_connect(dsn, application_name=f"dbtest run {self.token}")
@@ -175,8 +175,8 @@ def check_url_budget(url: str, workers: int) -> None:
     """The budget check for a whole xdist run on a ``url`` server, from the controller
     before any worker starts: one clear error instead of one per test. A server that does
     not answer is left for the workers to report."""
-    from dbtest.databases import admin_connect
-    from dbtest.provision.url import parse_url
+    from dbtest._databases import admin_connect
+    from dbtest.provision._url import parse_url
 
     dsn = parse_url(url).dsn()
     try:

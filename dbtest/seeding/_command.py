@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dbtest.errors import SeedError, mask_url
-from dbtest.seeding.report import ProgressLine, SeedReport
+from dbtest.seeding._report import ProgressLine, SeedReport
 
 if TYPE_CHECKING:
     from dbtest.settings import Settings
@@ -45,8 +45,8 @@ def seed_command(settings: Settings, names: Sequence[str], url: str | None = Non
     (stdout) and returns the :class:`SeedReport`. ``dry_run`` loads then rolls back.
     Ctrl-C rolls back and raises :class:`SeedError`; so does any failing set.
     """
-    from dbtest.seeding.loader import load_seeds
-    from dbtest.seeding.sets import available_sets, resolve_sets
+    from dbtest.seeding._loader import load_seeds
+    from dbtest.seeding._sets import available_sets, resolve_sets
 
     if not names:
         known = ", ".join(sorted(available_sets(settings.seeds))) or "none"

@@ -22,7 +22,7 @@ from dbtest.errors import ConcurrencyError, mask_url
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from dbtest.concurrency.scenario import Action, SessionSpec, StepSpec
+    from dbtest.concurrency._scenario import Action, SessionSpec, StepSpec
 
 __all__ = ["Connections", "Done", "Live", "execute_step", "run_action"]
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbtest.concurrency._results import ScenarioResult
+from dbtest.concurrency._scenario import ISOLATION_LEVELS, Scenario, normalize_level
 from dbtest.concurrency._target import conninfo_for
-from dbtest.concurrency.results import ScenarioResult
-from dbtest.concurrency.scenario import ISOLATION_LEVELS, Scenario, normalize_level
 from dbtest.errors import ConcurrencyError, DbAssertionError
 
 __all__ = ["ANOMALIES", "HERMITAGE_POSTGRES", "AnomalyOutcome", "AnomalyReport",
