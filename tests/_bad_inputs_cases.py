@@ -86,6 +86,12 @@ def _up(*args: Any, **kwargs: Any) -> None:
         pass
 
 
+def _up_under_a_file(env: Env) -> None:
+    """A cache dir whose parent is a regular file."""
+    (env.tmp / "a-file").write_text("x")
+    _up("local", cache_dir=str(env.tmp / "a-file" / "cache"))
+
+
 def _up_without_docker(env: Env) -> None:
     """The docker backend where no daemon listens: DOCKER_HOST names a socket nobody serves
     (a daemon may well run on the default one)."""
@@ -211,8 +217,7 @@ CASES: list[Case] = [
     Case("port-in-use", "provision", E.ProvisionError, ("port ", "in use"), r"pick another port",
          lambda env: _up("local", port=env.busy_port), needs=C),
     Case("cache-dir-unusable", "provision", E.ProvisionError, ("a-file/cache",),
-         r"set cache_dir", lambda env: (env.tmp / "a-file").write_text("x") and _up(
-             "local", cache_dir=str(env.tmp / "a-file" / "cache")), needs=C),
+         r"set cache_dir", lambda env: _up_under_a_file(env), needs=C),
     Case("pg-bin-empty", "provision", E.PostgresNotFound, ("pg_bin",), r"point it at",
          lambda env: _up("local", pg_bin=str(env.tmp)), needs=C),
     Case("docker-no-daemon", "provision", E.ProvisionError, ("'docker'", "Docker daemon"),
@@ -285,7 +290,7 @@ CASES: list[Case] = [
          r"pass SQL text or a select", lambda env: _on(env, "sweep_src",
                                                        lambda c: query_state(c, 42)), needs=S),
     Case("state-not-a-connection", "snapshots", E.SnapshotError, ("got str",),
-         r"pass the db", lambda env: table_state("db", "t")),
+         r"pass the db", lambda env: table_state("db", "t")),  # type: ignore[call-overload]
     # -- assertions (on the example schema, inside the db fixture) -------------------------
     Case("row-count-unknown-table", "assertions", E.ConfigError, ("'userz'", "'users'"),
          r"did you mean", lambda env: dbtest.assert_row_count(env.db, "userz", 1), needs=("db",)),

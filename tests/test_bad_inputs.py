@@ -333,8 +333,13 @@ def test_cli_bad_input(case: Case, env: Env, monkeypatch: pytest.MonkeyPatch,
     dbs = databases(env.url) if env.url else set()
     # In this process first, to see the exception's class (cli.main prints it and returns).
     caught: list[BaseException | None] = []
-    monkeypatch.setattr(cli, "_error", lambda message, _print=cli._error: (
-        caught.append(sys.exc_info()[1]), _print(message)))
+    original = cli._error
+
+    def record(message: str) -> None:
+        caught.append(sys.exc_info()[1])
+        original(message)
+
+    monkeypatch.setattr(cli, "_error", record)
     monkeypatch.chdir(env.tmp)
     for key in [k for k in os.environ if k.startswith("DBTEST_") and k != "DBTEST_CACHE_DIR"]:
         monkeypatch.delenv(key)

@@ -40,7 +40,7 @@ def products(fresh_db: Any) -> Any:
 
 def stocks(db: Any) -> list[tuple[str, int, Decimal]]:
     with psycopg.connect(db.dsn) as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(
             "SELECT sku, stock, price FROM products ORDER BY sku").fetchall()]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -39,7 +40,7 @@ def _raw(server: PostgresServer, statement: str, db: str = "postgres") -> None:
     with psycopg.connect(server.dsn_for(db), autocommit=True) as conn:
         for part in statement.split(";\n"):
             if part.strip():
-                conn.execute(part)  # type: ignore[call-overload]
+                conn.execute(part)
 
 
 def _drop_raw(server: PostgresServer, name: str) -> None:
@@ -127,7 +128,7 @@ def test_open_sessions_are_named_or_terminated(own_server: PostgresServer, sourc
         holder.close()
 
 
-def _dead(conn: psycopg.Connection) -> bool:  # type: ignore[type-arg]
+def _dead(conn: psycopg.Connection[Any]) -> bool:
     try:
         conn.execute("SELECT 1")
     except psycopg.OperationalError:

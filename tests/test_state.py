@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import literal_column, select, text
@@ -227,7 +228,7 @@ async def test_async_session_is_awaited(async_db: object) -> None:
     sync_text = '  roles#1 | "member" | 1.50 | 2024-01-01T00:00:00Z'
     with pytest.raises(SnapshotError, match="has no name"):
         await query_state(session, select(Role.id, text("1")))  # type: ignore[call-overload]
-    query = select(Role.id, Role.name, literal_column("1.50::numeric").label("n"),
+    query: Any = select(Role.id, Role.name, literal_column("1.50::numeric").label("n"),
                    literal_column("'2024-01-01 09:00+09'::timestamptz").label("t"))
     found = await query_state(session, query, labels={"id": "roles"})  # type: ignore[call-overload]
     assert found.text.splitlines()[2] == sync_text  # asyncpg gives the text psycopg gives

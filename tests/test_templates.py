@@ -44,7 +44,8 @@ def test_sql_template_is_built_once_then_reused(own_server: PostgresServer,
     assert (again.name, again.built, again.steps) == (first.name, False, 0)
     assert tables(own_server, first.name) == ["a"]
     with admin_connection(own_server.dsn) as admin:
-        assert database_mark(admin, first.name)["state"] == "ready"
+        mark = database_mark(admin, first.name)
+        assert mark is not None and mark["state"] == "ready"
 
 
 def test_changing_an_input_changes_the_name(own_server: PostgresServer,
