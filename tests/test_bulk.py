@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import dbtest
-from dbtest.bulk import abulk_insert
 from dbtest.errors import SeedError
 
 DDL = """
@@ -162,15 +161,16 @@ async def test_asyncpg_sqlalchemy_and_raw(async_db_connection: Any) -> None:
     assert await dbtest.bulk_insert(conn, "things", [ROW, second]) == 2
     raw = (await conn.get_raw_connection()).driver_connection
     assert type(raw).__module__.startswith("asyncpg")
-    assert await abulk_insert(raw, "things", [{**ROW, "email": "c@x.io"}]) == 1
+    assert await dbtest.bulk_insert(raw, "things", [{**ROW, "email": "c@x.io"}]) == 1
     rows = [tuple(r) for r in (await conn.exec_driver_sql(SELECT)).all()]
     assert rows[0] == EXPECTED and rows[2][11] == "c@x.io"
     assert rows[1][4] == Decimal("2.25") and rows[1][7] == "sad"
     with pytest.raises(SeedError, match=r"row 2.*things_qty_check"):
         await dbtest.bulk_insert(conn, "things", [{"email": "q", "qty": 1},
                                                   {"email": "r", "qty": 0}])
-    with pytest.raises(SeedError, match=r"row 2.*things_email_key"):
-        await abulk_insert(raw, "things", [{"email": "q"}, {"email": "a@x.io"}])
+    with pytest.warns(DeprecationWarning, match="await dbtest.bulk_insert"), \
+            pytest.raises(SeedError, match=r"row 2.*things_email_key"):
+        await dbtest.abulk_insert(raw, "things", [{"email": "q"}, {"email": "a@x.io"}])
     count = (await conn.exec_driver_sql("SELECT count(*) FROM things")).scalar()
     assert count == 3
 

@@ -58,19 +58,67 @@ def test_bind_and_unbind_restore_previous_state(db: Session) -> None:
     other = Session(bind=db.connection())
     unbind = dbf.bind_session(other)
     try:
-        assert F.UserFactory._meta.sqlalchemy_session is other
+        assert dbf.current_session() is other
+        assert F.UserFactory().id is not None and F.UserFactory() in other
 
         class Later(F.UserFactory):  # defined while bound: inherits the binding
             pass
 
-        assert Later._meta.sqlalchemy_session is other
+        assert Later() in other
         assert OwnSession._meta.sqlalchemy_session is mine
+        assert OwnSession._meta.sqlalchemy_session_factory is None
+        assert OwnSession(email="own@x.io") in mine
     finally:
         unbind()
         other.close()
-        mine.close()
-    assert F.UserFactory._meta.sqlalchemy_session is db  # the test's binding is back
-    assert Later._meta.sqlalchemy_session is None
+    assert dbf.current_session() is db  # the test's binding is back
+    assert Later() in db
+    mine.close()
+
+
+def test_binding_writes_nothing_to_factory_boy(db: Session) -> None:
+    """Issue 17: no method of factory-boy is replaced, and binding a test (or a seed set)
+    changes nothing in a factory's options; only factory-boy writes the session it got
+    from the session factory."""
+    base = dict(vars(SQLAlchemyModelFactory))
+    base_meta = dict(vars(SQLAlchemyModelFactory._meta))
+    assert dbf.is_dbtest_bound(F.UserFactory)  # adopted: its Meta names no session
+    before = {cls: dict(vars(cls._meta)) for cls in dbf.all_factories()}
+    other = Session(bind=db.connection())
+    unbind = dbf.bind_session(other, seed=5)
+    made = F.PostFactory()
+    assert made in other and made.author in other
+    unbind()
+    other.close()
+    assert dict(vars(SQLAlchemyModelFactory)) == base
+    assert dict(vars(SQLAlchemyModelFactory._meta)) == base_meta
+    for cls, options in before.items():
+        after = dict(vars(cls._meta))
+        for written_by_factory_boy in ("sqlalchemy_session", "_counter"):
+            options.pop(written_by_factory_boy), after.pop(written_by_factory_boy)
+        assert after == options, cls
+
+
+def test_unbound_factory_names_the_fixtures() -> None:
+    dbf.bind_session(Session())()  # (a binding that ends at once adopts the factories)
+    with pytest.raises(ConfigError, match="requests the db or async_db fixture"):
+        F.UserFactory()
+
+
+def test_model_factory_names_dbtest_session(db: Session) -> None:
+    class Writer(dbf.ModelFactory):
+        class Meta:
+            model = User
+            sqlalchemy_session_persistence = "flush"
+
+        email = factory.Sequence(lambda n: f"writer{n}@x.io")
+        username = factory.Sequence(lambda n: f"writer{n}")
+        password_hash = "x"
+
+    assert Writer._meta.sqlalchemy_session_factory is dbf.current_session
+    assert db.get(User, Writer().id) is not None
+    assert len({u.id for u in Writer.bulk_create(60)}) == 60
+    assert _count(db, User) == 61
 
 
 def test_seeded_binding_is_deterministic(db: Session) -> None:
@@ -88,17 +136,26 @@ def test_seeded_binding_is_deterministic(db: Session) -> None:
 
 
 # -- the bulk path ----------------------------------------------------------------------
-def test_create_batch_above_threshold_is_bulk(db: Session, statements: list[str]) -> None:
-    F.UserFactory.create_batch(10)  # below the threshold: one INSERT per row
-    slow = sum(s.startswith("INSERT INTO users") for s in statements)
-    assert slow == 10
+def test_create_batch_is_factory_boys_at_every_size(db: Session, statements: list[str]
+                                                    ) -> None:
+    class Signed(F.PostFactory):  # issue 17: reads a primary key while being built
+        title = factory.LazyAttribute(lambda o: f"by user {o.author.id}")
+
+    posts = Signed.create_batch(60)
+    assert all(p.title == f"by user {p.author.id}" and p.author.id for p in posts)
     statements.clear()
-    users = F.UserFactory.create_batch(200)
+    users = F.UserFactory.create_batch(60)
+    assert sum(s.startswith("INSERT INTO users") for s in statements) == 60  # flush per row
+    assert _count(db, User) == 120 and all(u.id for u in users)
+
+
+def test_bulk_create_is_the_opt_in_bulk_path(db: Session, statements: list[str]) -> None:
+    users = dbf.bulk_create(F.UserFactory, 200)
     assert len(statements) < 12, statements  # nextval + COPY (+ savepoint), not 200 INSERTs
     assert all(u.id for u in users) and len({u.id for u in users}) == 200
     assert all(db.get(User, u.id) is u for u in users)  # persistent in the session
     assert users[0].created_at is not None  # server default, loaded on access
-    assert _count(db, User) == 210
+    assert _count(db, User) == 200
 
 
 ROWS: dict[Any, Callable[[Any], tuple[Any, ...]]] = {
@@ -114,7 +171,7 @@ ROWS: dict[Any, Callable[[Any], tuple[Any, ...]]] = {
 @pytest.mark.parametrize("factory_cls", list(ROWS), ids=lambda f: f.__name__)
 def test_bulk_path_makes_the_same_rows_as_the_slow_path(db: Session, factory_cls: Any) -> None:
     made = []
-    for create in (_slow(factory_cls), factory_cls.create_batch):
+    for create in (_slow(factory_cls), lambda n: dbf.bulk_create(factory_cls, n)):
         nested = db.begin_nested()
         dbf.bind_session(db, seed=7)  # same random state and sequences for both paths
         objs = create(60)
@@ -127,14 +184,14 @@ def test_bulk_path_makes_the_same_rows_as_the_slow_path(db: Session, factory_cls
 
 def test_bulk_subfactories_many_to_many_and_later_flushes(db: Session) -> None:
     tags = F.TagFactory.create_batch(3)
-    posts = F.PostFactory.create_batch(55, tags=tags)
+    posts = dbf.bulk_create(F.PostFactory, 55, tags=tags)
     assert _count(db, Post) == 55 and _count(db, post_tags) == 165
     assert len(tags[0].posts) == 55  # loads from the database: the links are there
     assert posts[0].author.posts == [posts[0]]
-    items = F.OrderItemFactory.create_batch(50)
+    items = dbf.bulk_create(F.OrderItemFactory, 50)
     assert items[0].unit_price == items[0].product.price
     assert _count(db, Order) == 50 and _count(db, OrderItem) == 50
-    F.CommentFactory.create_batch(50, author=None)
+    dbf.bulk_create(F.CommentFactory, 50, author=None)
     assert _count(db, Comment) == 50
     db.commit()  # nothing left pending: no duplicate INSERTs
     assert _count(db, post_tags) == 165
@@ -144,7 +201,7 @@ def test_bulk_with_related_factory(db: Session) -> None:
     class UserWithProfile(F.UserFactory):
         profile = factory.RelatedFactory(F.ProfileFactory, factory_related_name="user")
 
-    users = UserWithProfile.create_batch(60)
+    users = dbf.bulk_create(UserWithProfile, 60)  # RelatedFactory: factory-boy, one flush
     assert _count(db, Profile) == 60
     assert all(u.profile.user_id == u.id for u in users)
 
@@ -161,7 +218,7 @@ def test_columnar_fakes_factory(db: Session) -> None:
     expected = [(p.bio, p.user.email, p.avatar_url) for p in one_by_one]
     nested.rollback()
     dbf.bind_session(db, seed=1)
-    profiles = FastProfile.create_batch(500)  # column by column: the same values
+    profiles = dbf.bulk_create(FastProfile, 500)  # column by column: the same values
     assert [(p.bio, p.user.email, p.avatar_url) for p in profiles[:3]] == expected
     assert _count(db, Profile) == 500
     assert len({p.user.email for p in profiles}) == 500
@@ -174,7 +231,7 @@ def test_bulk_error_names_the_factory_and_row(db: Session) -> None:
     F.UserFactory(email="taken@example.com")
     with pytest.raises(SeedError, match=r"User batch: bulk_insert into users: row 51 .*"
                                         r"uq_users_email"):
-        F.UserFactory.create_batch(51, email=factory.Iterator(
+        dbf.bulk_create(F.UserFactory, 51, email=factory.Iterator(
             [f"u{i}@x.io" for i in range(50)] + ["taken@example.com"]))
 
 
@@ -191,12 +248,15 @@ async def test_acreate_in_async_tests(async_db: Any) -> None:
     made = await UserWithProfile.acreate()
     count = (await async_db.execute(sa.select(sa.func.count()).select_from(Profile))).scalar()
     assert count == 1 and made.id is not None
-    batch = await dbf.acreate_batch(F.UserFactory, 80)  # bulk: asyncpg COPY
-    assert len({u.id for u in batch}) == 80
+    batch = await dbf.acreate_batch(F.UserFactory, 30)
+    bulk = await dbf.abulk_create(F.UserFactory, 80)  # asyncpg COPY
+    assert len({u.id for u in batch + bulk}) == 110
     total = (await async_db.execute(sa.select(sa.func.count()).select_from(User))).scalar()
-    assert total == 83
-    with pytest.raises(ConfigError, match=r"acreate\(UserFactory"):
+    assert total == 113
+    with pytest.raises(ConfigError, match=r"factory-boy cannot await.*acreate\(Factory"):
         F.UserFactory()
+    with pytest.raises(ConfigError, match=r"factory-boy cannot await"):
+        dbf.bulk_create(F.UserFactory, 3)
 
 
 def test_acreate_needs_an_async_session(db: Session) -> None:

@@ -2,9 +2,12 @@
 
 One function for every connection kind; the async kinds return an awaitable::
 
-    n = dbtest.bulk_insert(db.connection(), User, rows)           # sync: an int
-    n = await dbtest.bulk_insert(async_db_connection, User, rows)  # async: awaitable int
-    n = await dbtest.abulk_insert(raw_asyncpg_connection, "users", rows)  # explicit async
+    n = dbtest.bulk_insert(db.connection(), User, rows)               # sync: an int
+    n = await dbtest.bulk_insert(async_db_connection, User, rows)      # async: awaitable int
+    n = await dbtest.bulk_insert(raw_asyncpg_connection, "users", rows)
+
+This is dbtest's async convention for functions that take a database object: one name,
+dispatching on the object's type (``abulk_insert`` remains as a deprecated alias).
 
 Accepted connections: a SQLAlchemy ``Connection`` or ``Session`` (psycopg 3 → COPY; any
 other driver → one executemany INSERT), a raw ``psycopg.Connection``; async: a SQLAlchemy
@@ -31,6 +34,7 @@ failing row raises :class:`~dbtest.errors.SeedError` naming the table, the row n
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
     from sqlalchemy.orm import Session
 
-__all__ = ["abulk_insert", "bulk_insert", "is_async_connection"]
+__all__ = ["Target", "abulk_insert", "bulk_insert", "is_async_connection", "resolve_target"]
 
 _ASYNC_MODULES = ("asyncpg", "sqlalchemy.ext.asyncio")
 
@@ -87,13 +91,25 @@ def bulk_insert(connection: Any, table_or_model: Any, rows: Iterable[Any], *,
     See the module documentation for connections, values and errors.
     """
     if is_async_connection(connection):
-        return abulk_insert(connection, table_or_model, rows, columns=columns)
+        return _async_insert(connection, table_or_model, rows, columns)
     return _sync_insert(connection, table_or_model, rows, columns)
 
 
-async def abulk_insert(connection: Any, table_or_model: Any, rows: Iterable[Any], *,
-                       columns: Sequence[str] | None = None) -> int:
-    """The async form of :func:`bulk_insert` (for type checkers and explicit code)."""
+def abulk_insert(connection: Any, table_or_model: Any, rows: Iterable[Any], *,
+                 columns: Sequence[str] | None = None) -> Awaitable[int]:
+    """Deprecated alias: ``await bulk_insert(async_connection, ...)`` does the same.
+
+    Functions that take a database object dispatch on its type (dbtest's one async
+    convention); only factory class methods, which take none, have ``a`` names.
+    """
+    warnings.warn("dbtest.abulk_insert is deprecated: `await dbtest.bulk_insert(connection, "
+                  "...)` returns an awaitable for async connections", DeprecationWarning,
+                  stacklevel=2)
+    return _async_insert(connection, table_or_model, rows, columns)
+
+
+async def _async_insert(connection: Any, table_or_model: Any, rows: Iterable[Any],
+                        columns: Sequence[str] | None) -> int:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
     if isinstance(connection, AsyncSession):

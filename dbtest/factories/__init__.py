@@ -1,258 +1,107 @@
 """factory-boy, bound to the current test's session, with async and bulk paths.
 
-* :func:`bind_session` (called by the ``db`` and ``async_db`` fixtures, and while seed sets
-  load) binds every ``SQLAlchemyModelFactory`` whose ``Meta`` names no session to the given
-  Session, and returns the finalizer that unbinds. No ``sqlalchemy_session`` boilerplate.
-* ``await acreate(UserFactory, **kw)`` / ``await acreate_batch(UserFactory, n, **kw)`` for an
-  ``AsyncSession`` (factory-boy cannot await): factory-boy runs inside the session's
-  greenlet, so SubFactory, RelatedFactory and post-generation hooks keep working.
-  :class:`AsyncFactoryMixin` adds them as classmethods.
-* ``Factory.create_batch(n)`` with ``n >= BULK_THRESHOLD`` (50) on a dbtest-bound factory
-  takes the bulk path: the same objects and rows as ``n`` times ``create()``, but written
-  with one COPY per table (primary keys reserved from the table's sequence, or one
-  ``INSERT ... RETURNING``) instead of one flush per row; the objects come back persistent
-  in the session. Factories whose declarations are all order-free (constants,
-  ``Sequence``, ``LazyAttribute``, ``SelfAttribute``, :class:`dbtest.fakes.Fake`,
+* Binding: a ``SQLAlchemyModelFactory`` whose ``Meta`` names no session writes to the
+  current test's session (``db``, or ``async_db`` through the async functions below),
+  through factory-boy's own ``sqlalchemy_session_factory`` hook (:func:`current_session`,
+  see :mod:`dbtest.factories._binding`). :class:`ModelFactory` is a base class that names
+  it explicitly. :func:`bind_session` binds another session (seed sets, scripts).
+* ``Factory.create_batch(n)`` is factory-boy's, at every size.
+* :func:`bulk_create` is the opt-in bulk path: the same objects and rows as ``n`` times
+  ``create()``, written with one COPY per table (primary keys reserved from the table's
+  sequence, or one ``INSERT ... RETURNING``) instead of one flush per row; the objects come
+  back persistent in the session. Factories whose declarations are all order-free
+  (constants, ``Sequence``, ``LazyAttribute``, ``SelfAttribute``, :class:`dbtest.fakes.Fake`,
   ``SubFactory`` of such factories, ``post_generation``) are evaluated column by column,
-  which is where the speed comes from. Set ``_dbtest_bulk_threshold`` on a factory class
-  to change its threshold (``None``: the default; a huge number: never bulk).
-
-:func:`insert_rows` (``ctx.factories.rows`` in seeds) is the fastest path: the same
-rows, COPYed without building ORM objects at all; it returns the primary keys.
-
-In the bulk path objects get their primary keys when the whole batch is built: a
-declaration that reads one (``LazyAttribute(lambda o: o.author.id)``) sees ``None``;
-use the relationship (``o.author``) instead or keep such batches under the threshold.
+  which is where the speed comes from; other factories are created by factory-boy, row by
+  row, and flushed once. In the column-by-column path objects get their primary keys when
+  the whole batch is built: a declaration that reads one
+  (``LazyAttribute(lambda o: o.author.id)``) sees ``None`` there; read the relationship
+  (``o.author``) instead, or use ``create_batch``.
+* :func:`insert_rows` (``ctx.factories.rows`` in seeds) is the fastest path: the same
+  rows, COPYed without building ORM objects at all; it returns the primary keys.
+* Async (factory-boy cannot await): ``await acreate(F, **kw)``, ``await acreate_batch(F, n)``
+  and ``await abulk_create(F, n)`` run factory-boy inside the ``AsyncSession``'s greenlet,
+  so SubFactory, RelatedFactory and post-generation hooks keep working.
+  :class:`AsyncFactoryMixin` (part of :class:`ModelFactory`) adds them as classmethods.
+  These take no database object, hence the ``a`` names; functions that take one
+  (``bulk_insert``, the assertions) return an awaitable when given an async one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import sys
-import weakref
-from collections.abc import Callable, Iterator
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from dbtest.errors import ConfigError, SeedError
+from dbtest.factories._binding import (
+    all_factories,
+    bind_session,
+    bound_async_session,
+    current_session,
+    is_dbtest_bound,
+    reset_sequences,
+    saved_factory_state,
+    seed_factories,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
-__all__ = ["BULK_THRESHOLD", "AsyncFactoryMixin", "FactoryAccess", "acreate", "acreate_batch",
-           "bind_session", "bulk_create", "insert_rows", "reserve_ids", "saved_factory_state",
+    from dbtest.factories._model import ModelFactory
+
+__all__ = ["AsyncFactoryMixin", "FactoryAccess", "ModelFactory", "abulk_create", "acreate",
+           "acreate_batch", "all_factories", "bind_session", "bulk_create", "current_session",
+           "insert_rows", "reserve_ids", "reset_sequences", "saved_factory_state",
            "seed_factories"]
 
-#: create_batch(n) with n at or above this takes the bulk path
-BULK_THRESHOLD = 50
 
-_OURS: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions dbtest bound
-_ASYNC: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # sync -> async
-_COLLECTING: contextvars.ContextVar[Any] = contextvars.ContextVar("dbtest_collect",
-                                                                  default=None)
-_PATCHED: dict[str, Any] = {}
+def __getattr__(name: str) -> Any:
+    if name == "ModelFactory":  # imports factory-boy (and Faker, ~1 s): only when asked
+        from dbtest.factories._model import ModelFactory
 
-
-def _base() -> type:
-    from dbtest.errors import require_extra
-
-    alchemy = require_extra("factory.alchemy", "factories", "dbtest factories")
-    return alchemy.SQLAlchemyModelFactory  # type: ignore[no-any-return]
+        return ModelFactory
+    if name == "BULK_THRESHOLD":  # create_batch no longer changes path with its size
+        warnings.warn("dbtest.factories.BULK_THRESHOLD is deprecated: create_batch is "
+                      "factory-boy's at every size; call dbtest.factories.bulk_create(Factory, "
+                      "n) for the bulk path", DeprecationWarning, stacklevel=2)
+        return 50
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def all_factories() -> list[type]:
-    """Every ``SQLAlchemyModelFactory`` subclass defined so far (walked at call time)."""
-    out: list[type] = []
-    stack: list[type] = list(_base().__subclasses__())
-    seen: set[type] = set()
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        out.append(cls)
-        stack.extend(cls.__subclasses__())
-    return out
-
-
-def bind_session(session: Session | AsyncSession, *, seed: int | None = None
-                 ) -> Callable[[], None]:
-    """Bind every session-less factory to ``session`` (a Session or AsyncSession).
-
-    Returns the finalizer that restores the previous bindings. With ``seed`` (the test's
-    seed) factory-boy's and Faker's random state and dbtest fakes are reseeded and every
-    factory sequence restarts, so a test makes the same rows whatever ran before it.
-    polyfactory's ``SQLAlchemyFactory`` classes are bound and seeded the same way
-    (:mod:`dbtest.factories._polyfactory`).
-    """
-    from dbtest.factories._polyfactory import bind_polyfactory
-
-    unbind_poly = bind_polyfactory(session, seed=seed)
-    # Until something imports factory-boy no factory-boy factory exists, so there is
-    # nothing to bind: then this imports nothing (factory-boy imports Faker, ~1 s).
-    if "factory" not in sys.modules:
-        return unbind_poly or _nothing
-    _install_patches()
-    target: Any = getattr(session, "sync_session", session)
-    if target is not session:
-        _ASYNC[target] = session
-    previous: dict[type, Any] = {}
-    for cls in all_factories():
-        meta: Any = getattr(cls, "_meta", None)
-        if meta is None or getattr(meta, "sqlalchemy_session_factory", None) is not None:
-            continue
-        current = meta.sqlalchemy_session
-        if current is not None and current not in _OURS:
-            continue  # the factory's Meta names its own session: leave it alone
-        previous[cls] = current
-        meta.sqlalchemy_session = target
-    _OURS.add(target)
-    if seed is not None:
-        seed_factories(seed)
-        reset_sequences()
-
-    def unbind() -> None:
-        for cls in all_factories():  # also classes defined while bound (they inherited it)
-            meta: Any = getattr(cls, "_meta", None)
-            if meta is not None and meta.sqlalchemy_session is target:
-                meta.sqlalchemy_session = previous.get(cls)
-        if unbind_poly is not None:
-            unbind_poly()
-
-    return unbind
-
-
-def _nothing() -> None:
-    pass
-
-
-def seed_factories(seed: int) -> None:
-    """Reseed factory-boy's random generator (which ``factory.Faker`` and fuzzy use) and
-    the :class:`dbtest.fakes.Fake` values."""
-    import factory.random
-
-    from dbtest import fakes
-
-    factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
-    fakes.reseed(seed)
-
-
-def _counter_owners() -> list[type]:
-    return [cls for cls in all_factories() if not cls._meta.abstract  # type: ignore[attr-defined]
-            and cls._meta.counter_reference is cls._meta]  # type: ignore[attr-defined]
-
-
-def reset_sequences(start: int | None = None) -> None:
-    """Restart every factory's sequence (at ``start``, default each factory's own start)."""
-    for cls in _counter_owners():
-        cls.reset_sequence(start)  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def saved_factory_state(start: int) -> Iterator[None]:
-    """Sequences from ``start`` inside the block; sequences and random state restored after
-    (seed sets must neither depend on nor disturb the tests around them)."""
-    import factory.random
-
-    from dbtest import fakes
-
-    state = factory.random.get_random_state()  # type: ignore[no-untyped-call]
-    fake_seed = fakes.default().seed
-    saved: dict[type, int | None] = {}
-    for cls in _counter_owners():
-        counter = cls._meta._counter  # type: ignore[attr-defined]
-        saved[cls] = counter.seq if counter is not None else None
-        cls.reset_sequence(start)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        factory.random.set_random_state(state)  # type: ignore[no-untyped-call]
-        fakes.reseed(fake_seed)
-        for cls, seq in saved.items():
-            cls.reset_sequence(seq)  # type: ignore[attr-defined]
-
-
-# -- patches on SQLAlchemyModelFactory (installed once, transparent outside dbtest) --------
-def _install_patches() -> None:
-    if _PATCHED:
-        return
-    base: Any = _base()
-    _PATCHED["_save"] = base._save.__func__
-    _PATCHED["create_batch"] = base.create_batch.__func__
-    base._save = classmethod(_patched_save)
-    base.create_batch = classmethod(_patched_create_batch)
-
-
-def _patched_save(cls: Any, model_class: Any, session: Any, args: Any, kwargs: Any, /) -> Any:
-    collector = _COLLECTING.get()
-    if collector is not None and session is collector.session:
-        obj = model_class(*args, **kwargs)
-        collector.objects.append(obj)
-        return obj
-    from sqlalchemy.exc import MissingGreenlet
-
-    try:
-        return _PATCHED["_save"](cls, model_class, session, args, kwargs)
-    except MissingGreenlet:
-        if session in _ASYNC:
-            raise ConfigError(f"{cls.__name__}.create() cannot flush through an AsyncSession "
-                              f"(factory-boy does not await); use `await dbtest.factories."
-                              f"acreate({cls.__name__}, ...)` or acreate_batch") from None
-        raise
-
-
-def _threshold(cls: Any) -> int:
-    value = getattr(cls, "_dbtest_bulk_threshold", None)
-    return BULK_THRESHOLD if value is None else int(value)
-
-
-def _patched_create_batch(cls: Any, size: int, /, **kwargs: Any) -> list[Any]:
-    session = cls._meta.sqlalchemy_session
-    if size >= _threshold(cls) and session is not None and session in _OURS \
-            and not cls._meta.sqlalchemy_get_or_create and _can_do_io(session):
-        return bulk_create(cls, size, **kwargs)
-    return _PATCHED["create_batch"](cls, size, **kwargs)  # type: ignore[no-any-return]
-
-
-def _can_do_io(session: Any) -> bool:
-    if session not in _ASYNC:
-        return True
-    from sqlalchemy.util import concurrency
-
-    return bool(concurrency.in_greenlet())  # inside run_sync: acreate_batch
+def session_of(factory_cls: Any) -> Any:
+    """The session ``factory_cls.create()`` would write to now."""
+    meta = factory_cls._meta
+    if meta.sqlalchemy_session_factory is not None:
+        return meta.sqlalchemy_session_factory()
+    if meta.sqlalchemy_session is None:
+        raise ConfigError(f"{factory_cls.__name__} has no session: use it in a test with the db "
+                          f"fixture, inside a seed set, or call dbtest.factories.bind_session")
+    return meta.sqlalchemy_session
 
 
 # -- the bulk path -------------------------------------------------------------------------
-class _Collector:
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.objects: list[Any] = []
-
-
 def bulk_create(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
-    """``factory_cls.create_batch(size, **kwargs)`` through the bulk path, whatever the size.
+    """``factory_cls.create_batch(size, **kwargs)`` written through the bulk path.
 
-    The objects are persistent in the factory's session, with primary keys.
+    The objects are persistent in the factory's session, with primary keys. Order-free
+    factories are built column by column and COPYed (see the module documentation for what
+    a declaration reading a primary key sees); others are created by factory-boy row by
+    row and flushed once.
     """
     from dbtest.factories._columnar import columnar_build
     from dbtest.factories._persist import persist
 
-    session = factory_cls._meta.sqlalchemy_session
-    if session is None:
-        raise ConfigError(f"{factory_cls.__name__} has no session: use it in a test with the db "
-                          f"fixture, inside a seed set, or call dbtest.factories.bind_session")
+    session = session_of(factory_cls)
     if session.new or session.dirty:
         session.flush()  # what the batch refers to must have its keys first
-    collector = _Collector(session)
-    token = _COLLECTING.set(collector)
-    try:
-        objects = columnar_build(factory_cls, size, kwargs, collector.objects)
-        if objects is None:  # not order-free: factory-boy evaluates row by row
-            objects = [factory_cls.create(**kwargs) for _ in range(size)]
-    finally:
-        _COLLECTING.reset(token)
-    persist(session, collector.objects)
+    made: list[Any] = []  # every new object, SubFactory parents included
+    objects = columnar_build(factory_cls, size, kwargs, made)
+    if objects is None:  # not order-free: factory-boy, row by row
+        objects = factory_cls.create_batch(size, **kwargs)
+        session.flush()
+        return objects  # type: ignore[no-any-return]
+    persist(session, made)
     if factory_cls._meta.sqlalchemy_session_persistence == "commit":
         session.commit()  # what create() would have done after each row
     return objects
@@ -271,8 +120,8 @@ def insert_rows(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
     from dbtest.bulk import bulk_insert
     from dbtest.factories._columnar import columnar_rows
 
-    session = factory_cls._meta.sqlalchemy_session
-    rows = columnar_rows(factory_cls, size, kwargs) if session is not None else None
+    session = session_of(factory_cls)
+    rows = columnar_rows(factory_cls, size, kwargs)
     mapper = inspect(factory_cls._meta.model)
     keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
     if rows is None:
@@ -321,7 +170,7 @@ def reserve_ids(session_or_connection: Any, table_or_model: Any, count: int,
     """``count`` fresh values of the sequence behind ``column`` (serial or identity)."""
     from sqlalchemy import text
 
-    from dbtest.bulk._plan import resolve_target
+    from dbtest.bulk import resolve_target
 
     target = resolve_target(table_or_model)
     conn = session_or_connection
@@ -338,14 +187,28 @@ def reserve_ids(session_or_connection: Any, table_or_model: Any, count: int,
 
 
 # -- async ----------------------------------------------------------------------------------
-def _async_session(factory_cls: Any) -> Any:
-    sync = factory_cls._meta.sqlalchemy_session
-    found = _ASYNC.get(sync) if sync is not None else None
+def _async_session(factory_cls: Any) -> AsyncSession:
+    found = bound_async_session() if is_dbtest_bound(factory_cls) else None
     if found is None:
-        what = "is bound to a sync Session: use create()" if sync is not None else \
-            "has no session: request the async_db fixture or call bind_session(async_session)"
+        meta = factory_cls._meta
+        what = "is bound to a sync Session: use create()" if is_dbtest_bound(factory_cls) \
+            and _bound_at_all() else "has no AsyncSession: request the async_db fixture or " \
+            "call dbtest.factories.bind_session(async_session)"
+        if not is_dbtest_bound(factory_cls) and (meta.sqlalchemy_session is not None or
+                                                 meta.sqlalchemy_session_factory is not None):
+            what = ("names its own session: the async functions serve factories bound by "
+                    "dbtest (Meta naming no session, or sqlalchemy_session_factory = "
+                    "dbtest.factories.current_session)")
         raise ConfigError(f"{factory_cls.__name__} {what}")
     return found
+
+
+def _bound_at_all() -> bool:
+    try:
+        current_session()
+    except ConfigError:
+        return False
+    return True
 
 
 async def acreate(factory_cls: Any, **kwargs: Any) -> Any:
@@ -355,24 +218,39 @@ async def acreate(factory_cls: Any, **kwargs: Any) -> Any:
 
 
 async def acreate_batch(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
-    """``factory_cls.create_batch(size, **kwargs)`` for an ``AsyncSession`` (bulk path at or
-    above the threshold: asyncpg ``copy_records_to_table`` / psycopg COPY)."""
+    """``factory_cls.create_batch(size, **kwargs)`` for an ``AsyncSession``."""
     session = _async_session(factory_cls)
-    return await session.run_sync(  # type: ignore[no-any-return]
+    return await session.run_sync(
         lambda _sync: factory_cls.create_batch(size, **kwargs))
 
 
+async def abulk_create(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
+    """:func:`bulk_create` for an ``AsyncSession`` (asyncpg ``copy_records_to_table`` or
+    psycopg COPY)."""
+    session = _async_session(factory_cls)
+    return await session.run_sync(
+        lambda _sync: bulk_create(factory_cls, size, **kwargs))
+
+
 class AsyncFactoryMixin:
-    """Adds ``await Factory.acreate(**kw)`` and ``await Factory.acreate_batch(n, **kw)``:
+    """Adds ``await Factory.acreate(**kw)``, ``await Factory.acreate_batch(n, **kw)`` and
+    ``await Factory.abulk_create(n, **kw)``:
     ``class UserFactory(AsyncFactoryMixin, SQLAlchemyModelFactory): ...``"""
 
     @classmethod
     async def acreate(cls, **kwargs: Any) -> Any:
+        """:func:`dbtest.factories.acreate` of this factory."""
         return await acreate(cls, **kwargs)
 
     @classmethod
     async def acreate_batch(cls, size: int, **kwargs: Any) -> list[Any]:
+        """:func:`dbtest.factories.acreate_batch` of this factory."""
         return await acreate_batch(cls, size, **kwargs)
+
+    @classmethod
+    async def abulk_create(cls, size: int, **kwargs: Any) -> list[Any]:
+        """:func:`dbtest.factories.abulk_create` of this factory."""
+        return await abulk_create(cls, size, **kwargs)
 
 
 class FactoryAccess:
@@ -393,11 +271,11 @@ class FactoryAccess:
         return found[0]
 
     def create_batch(self, factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
-        """``factory_cls.create_batch`` (bulk at or above the threshold)."""
+        """``factory_cls.create_batch``: factory-boy's, row by row."""
         return factory_cls.create_batch(size, **kwargs)  # type: ignore[no-any-return]
 
     def bulk(self, factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
-        """The bulk path whatever ``size``."""
+        """:func:`bulk_create`: the bulk path."""
         return bulk_create(factory_cls, size, **kwargs)
 
     def rows(self, factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:

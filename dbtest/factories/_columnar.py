@@ -102,19 +102,24 @@ def columnar_build(factory_cls: Any, size: int, kwargs: dict[str, Any], sink: li
 
 class _Plan:
     def __init__(self, factory_cls: Any, kwargs: dict[str, Any], stateful: list[int],
-                 counters: list[Any]) -> None:
+                 counters: list[Any], source: Any = None) -> None:
         from factory import declarations as d
         from factory.alchemy import SQLAlchemyModelFactory
         from factory.base import BaseFactory
 
+        from dbtest.factories._binding import current_session
         from dbtest.fakes import Fake
 
         meta = factory_cls._meta
+        writes_to = meta.sqlalchemy_session_factory or meta.sqlalchemy_session
+        if meta.sqlalchemy_session_factory not in (None, current_session) or \
+                (source is not None and writes_to is not source):
+            raise _NotColumnar  # the batch is written through one session: the factory's
         if any(c is meta.counter_reference for c in counters):
             raise _NotColumnar  # a shared sequence counter (or a recursive SubFactory)
         counters.append(meta.counter_reference)
         if meta.parameters or meta.inline_args or meta.rename or \
-                meta.sqlalchemy_get_or_create or meta.sqlalchemy_session_factory:
+                meta.sqlalchemy_get_or_create:
             raise _NotColumnar
         for hook in ("_adjust_kwargs", "_create", "_after_postgeneration", "_generate"):
             mine = getattr(factory_cls, hook).__func__
@@ -134,11 +139,12 @@ class _Plan:
         for name in pre:
             if name in kwargs:
                 value = kwargs[name]
-                if isinstance(value, d.BaseDeclaration):
-                    raise _NotColumnar
-                self.columns.append((name, "const", value, None))
-                continue
-            decl, context = pre[name].declaration, dict(pre[name].context)
+                if not isinstance(value, d.BaseDeclaration):
+                    self.columns.append((name, "const", value, None))
+                    continue
+                decl, context = value, {}  # a declaration given to this batch replaces it
+            else:
+                decl, context = pre[name].declaration, dict(pre[name].context)
             if not isinstance(decl, d.BaseDeclaration):
                 if context:
                     raise _NotColumnar
@@ -147,7 +153,7 @@ class _Plan:
             if isinstance(decl, d.SubFactory) and type(decl) is d.SubFactory:
                 sub_kwargs = {**decl._defaults, **context}
                 sub = decl.get_factory()  # type: ignore[no-untyped-call]
-                self.subs[name] = _Plan(sub, sub_kwargs, stateful, counters)
+                self.subs[name] = _Plan(sub, sub_kwargs, stateful, counters, writes_to)
                 self.columns.append((name, "sub", decl, None))
                 continue
             if any(isinstance(v, d.BaseDeclaration) for v in context.values()):
