@@ -13,9 +13,10 @@ Peers:
   Faker alone / FastFaker alone   generating the 4 values, no database
   factory_boy create()            one create() (INSERT + flush) per row
   factory_boy build_batch+add_all ORM unit of work, one flush
-  dbtest create_batch (Faker)     the same Faker factory, dbtest's bulk path (rows equal
-                                  to create()); Faker still dominates
-  dbtest create_batch (Fake)      factory with dbtest.fakes.Fake declarations: column by
+  dbtest bulk_create (Faker)      the same Faker factory through dbtest's opt-in bulk path
+                                  (dbtest.factories.bulk_create; rows equal to create());
+                                  Faker still dominates
+  dbtest bulk_create (Fake)       factory with dbtest.fakes.Fake declarations: column by
                                   column, COPY, objects returned persistent
   dbtest insert_rows (Fake)       the same factory's rows COPYed without ORM objects
   dbtest FastFaker + bulk_insert  columns of fast values, then bulk_insert (no ORM objects)
@@ -234,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                   lambda s: [FakerUser.create() for _ in range(slow)])
         bench.run("factory_boy build_batch + add_all", slow * 2,
                   lambda s: s.add_all(FakerUser.build_batch(slow * 2)))
-        bench.run("dbtest create_batch (factory.Faker decls)", slow * 2,
-                  lambda s: FakerUser.create_batch(slow * 2))
-        bench.run("dbtest create_batch (dbtest Fake decls)", n,
-                  lambda s: FastUser.create_batch(n))
+        bench.run("dbtest bulk_create (factory.Faker decls)", slow * 2,
+                  lambda s: dbf.bulk_create(FakerUser, slow * 2))
+        bench.run("dbtest bulk_create (dbtest Fake decls)", n,
+                  lambda s: dbf.bulk_create(FastUser, n))
         bench.run("dbtest insert_rows (Fake decls, no objects)", n,
                   lambda s: dbf.insert_rows(FastUser, n))
         bench.run("dbtest FastFaker columns + bulk_insert", n,
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                    ("raw COPY psycopg write_row", lambda s: _raw_copy(s, tuples)), n)
 
         async def abulk(conn: Any) -> None:
-            await dbtest.bulk.abulk_insert(conn, "bench_users", rows)
+            await dbtest.bulk_insert(conn, "bench_users", rows)
 
         async def araw(conn: Any) -> None:
             await conn.copy_records_to_table("bench_users", records=tuples,
@@ -327,7 +328,7 @@ def _print(results: list[tuple[str, int, float]], n: int) -> None:
     _peers.print_table(["approach", "rows", "seconds", "rows/s", "vs create()"], [
         [name, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
          f"{rows / seconds / base:.1f}x"] for name, rows, seconds in results])
-    fast = by_name["dbtest create_batch (dbtest Fake decls)"]
+    fast = by_name["dbtest bulk_create (dbtest Fake decls)"]
     plain = by_name["dbtest insert_rows (Fake decls, no objects)"]
     ratio = by_name["bulk_insert psycopg (pre-generated)"] / by_name["raw COPY psycopg write_row"]
     aratio = by_name["bulk_insert asyncpg (pre-generated)"] / \
@@ -335,8 +336,8 @@ def _print(results: list[tuple[str, int, float]], n: int) -> None:
     _, demo_rows, demo_s = results[-1]
     print("\n## Targets\n")
     print(f"{_peers.verdict(plain / base >= 20)} bulk factory path >= 20x factory_boy create(): "
-          f"{plain / base:.1f}x (insert_rows), {fast / base:.1f}x (create_batch, ORM objects)")
-    for rate, label in ((plain, "insert_rows, no objects"), (fast, "create_batch, objects")):
+          f"{plain / base:.1f}x (insert_rows), {fast / base:.1f}x (bulk_create, ORM objects)")
+    for rate, label in ((plain, "insert_rows, no objects"), (fast, "bulk_create, objects")):
         print(f"{_peers.verdict(rate >= 50_000)} bulk factory path >= 50,000 rows/s ({label}): "
               f"{rate:,.0f} rows/s")
     print(f"{_peers.verdict(min(ratio, aratio) >= 0.8)} bulk_insert >= 80% of raw COPY: "
@@ -347,7 +348,7 @@ def _print(results: list[tuple[str, int, float]], n: int) -> None:
     else:  # the target is for 100k rows; a fixed start-up cost does not scale down
         print(f"(`dbtest seed demo` of 100k rows <= 5 s is judged in the full run; this run: "
               f"{demo_rows:,} rows in {demo_s:.2f} s)")
-    print(f"HEADLINE seeding {n:,} users: dbtest insert_rows {plain:,.0f} rows/s, create_batch "
+    print(f"HEADLINE seeding {n:,} users: dbtest insert_rows {plain:,.0f} rows/s, bulk_create "
           f"with ORM objects {fast:,.0f} rows/s, factory_boy create() {base:,.0f} rows/s")
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 import dbtest
-from dbtest.factories import acreate, acreate_batch
+from dbtest.factories import acreate, acreate_batch, bulk_create
 from migrations_example.factories import PostFactory, UserFactory
 from migrations_example.models import Post, Role, User
 
@@ -51,7 +51,7 @@ def test_same_values_on_every_run(db: Session, faker: Faker) -> None:
 # --8<-- [start:bulk]
 def test_large_batches_take_the_bulk_path(db: Session) -> None:
     author = UserFactory()
-    posts = PostFactory.create_batch(500, author=author)    # >= 50: one COPY, not 500 flushes
+    posts = bulk_create(PostFactory, 500, author=author)     # one COPY, not 500 flushes
     assert len({p.id for p in posts}) == 500
 
 
@@ -75,7 +75,7 @@ class FastUserFactory(SQLAlchemyModelFactory):
 
 
 def test_fast_fake_values(db: Session) -> None:
-    users: list[Any] = FastUserFactory.create_batch(1_000)
+    users: list[Any] = bulk_create(FastUserFactory, 1_000)  # column by column, one COPY
     assert len({u.email for u in users}) == 1_000
 # --8<-- [end:fake]
 
