@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from dbtest.errors import SeedError
+from dbtest.errors import ConfigError, SeedError
 from dbtest.seeding import (
     SeedProgress,
     load_seeds,
@@ -204,7 +204,10 @@ def test_factories_in_a_seed(tmp_path: Path, db_connection: sa.Connection) -> No
                                            "WHERE email LIKE 'user1%%'").scalar()
     assert emails == "user1000000@example.com"  # seeds count from 1,000,000
     assert UserFactory._meta.next_sequence() == 5  # the test's own sequence is untouched
-    assert UserFactory._meta.sqlalchemy_session is None  # unbound after the seed
+    from dbtest.factories import current_session
+
+    with pytest.raises(ConfigError, match="no session is bound"):  # unbound after the seed
+        current_session()
 
 
 @pytest.mark.dbtest(seeds=["demo"])
