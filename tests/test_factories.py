@@ -197,11 +197,29 @@ def test_bulk_subfactories_many_to_many_and_later_flushes(db: Session) -> None:
     assert _count(db, post_tags) == 165
 
 
+def test_bulk_create_of_a_row_by_row_factory_still_copies(db: Session, statements: list[str]
+                                                         ) -> None:
+    class Random(F.UserFactory):  # two random draws per row: factory-boy builds the rows
+        username = factory.Faker("user_name")
+        email = factory.Faker("email")
+
+    nested = db.begin_nested()
+    dbf.bind_session(db, seed=11)
+    expected = [(u.username, u.email) for u in _slow(Random)(60)]
+    nested.rollback()
+    dbf.bind_session(db, seed=11)
+    statements.clear()
+    users = dbf.bulk_create(Random, 60)
+    assert [(u.username, u.email) for u in users] == expected
+    assert not any(s.startswith("INSERT INTO users") for s in statements), statements
+    assert all(db.get(User, u.id) is u for u in users) and _count(db, User) == 60
+
+
 def test_bulk_with_related_factory(db: Session) -> None:
     class UserWithProfile(F.UserFactory):
         profile = factory.RelatedFactory(F.ProfileFactory, factory_related_name="user")
 
-    users = dbf.bulk_create(UserWithProfile, 60)  # RelatedFactory: factory-boy, one flush
+    users = dbf.bulk_create(UserWithProfile, 60)  # RelatedFactory: factory-boy builds rows
     assert _count(db, Profile) == 60
     assert all(u.profile.user_id == u.id for u in users)
 

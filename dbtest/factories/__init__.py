@@ -42,6 +42,7 @@ from dbtest.factories._binding import (
     reset_sequences,
     saved_factory_state,
     seed_factories,
+    writing_to,
 )
 
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ def bulk_create(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
     """``factory_cls.create_batch(size, **kwargs)`` written through the bulk path.
 
     The objects are persistent in the factory's session, with primary keys. Order-free
-    factories are built column by column and COPYed (see the module documentation for what
-    a declaration reading a primary key sees); others are created by factory-boy row by
-    row and flushed once.
+    factories are built column by column; others by factory-boy, row by row, with their
+    flushes held back (a factory naming its own session: flushed row by row, as
+    factory-boy does). Then every new object is written with one COPY per table.
     """
     from dbtest.factories._columnar import columnar_build
     from dbtest.factories._persist import persist
@@ -98,13 +99,39 @@ def bulk_create(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:
     made: list[Any] = []  # every new object, SubFactory parents included
     objects = columnar_build(factory_cls, size, kwargs, made)
     if objects is None:  # not order-free: factory-boy, row by row
-        objects = factory_cls.create_batch(size, **kwargs)
-        session.flush()
-        return objects  # type: ignore[no-any-return]
+        if not is_dbtest_bound(factory_cls) or factory_cls._meta.sqlalchemy_get_or_create:
+            objects = factory_cls.create_batch(size, **kwargs)
+            session.flush()
+            return objects  # type: ignore[no-any-return]
+        collector = _Collector(session)
+        with writing_to(collector):
+            objects = factory_cls.create_batch(size, **kwargs)
+        made = collector.objects
     persist(session, made)
     if factory_cls._meta.sqlalchemy_session_persistence == "commit":
         session.commit()  # what create() would have done after each row
     return objects
+
+
+class _Collector:
+    """The session factory-boy writes to inside :func:`bulk_create`: ``add`` collects the
+    object for the COPY, ``flush`` and ``commit`` wait for it; the rest is the session's."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.objects: list[Any] = []
+
+    def add(self, instance: Any, _warn: bool = True) -> None:
+        self.objects.append(instance)
+
+    def flush(self, objects: Any = None) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 def insert_rows(factory_cls: Any, size: int, **kwargs: Any) -> list[Any]:

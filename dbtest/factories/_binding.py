@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = ["all_factories", "bind_session", "bound_async_session", "current_session",
-           "is_dbtest_bound", "reset_sequences", "saved_factory_state", "seed_factories"]
+           "is_dbtest_bound", "reset_sequences", "saved_factory_state", "seed_factories",
+           "writing_to"]
 
 
 @dataclass(eq=False)
@@ -63,6 +64,18 @@ def current_session() -> Session:
                               "Factory, ...)` (or acreate_batch, abulk_create; or "
                               "`await Factory.acreate()` on dbtest.factories.ModelFactory)")
     return binding.session
+
+
+@contextlib.contextmanager
+def writing_to(session: Any) -> Iterator[None]:
+    """Inside the block :func:`current_session` returns ``session`` (the bulk path's
+    collector); the async session of the current binding is kept, and so are its checks."""
+    binding = _Binding(session, bound_async_session())
+    _BOUND.append(binding)
+    try:
+        yield
+    finally:
+        _BOUND.remove(binding)
 
 
 def bound_async_session() -> AsyncSession | None:
