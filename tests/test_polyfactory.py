@@ -159,8 +159,11 @@ def test_bind_and_unbind_without_a_test() -> None:
     class ThingFactory(SQLAlchemyFactory[Thing]):
         pass
 
+    from dbtest.errors import ConfigError
+
     session = Session()
     unbind = bind_session(session, seed=1)
-    assert ThingFactory.__session__ is session
+    assert ThingFactory.__session__() is session  # polyfactory calls it on every create
     unbind()
-    assert ThingFactory.__session__ is None and "__session__" not in ThingFactory.__dict__
+    with pytest.raises(ConfigError, match="no session is bound"):
+        ThingFactory.__session__()

@@ -128,12 +128,12 @@ def bind_session(session: Session | AsyncSession, *, seed: int | None = None
     a test that binds again inside itself). With ``seed`` (the test's seed) factory-boy's
     and Faker's random state and dbtest fakes are reseeded and every factory sequence
     restarts, so a test makes the same rows whatever ran before it. polyfactory's
-    ``SQLAlchemyFactory`` classes are bound and seeded too
+    ``SQLAlchemyFactory`` classes write to it and are seeded too
     (:mod:`dbtest.factories._polyfactory`).
     """
-    from dbtest.factories._polyfactory import bind_polyfactory
+    from dbtest.factories._polyfactory import adopt_polyfactory
 
-    unbind_poly = bind_polyfactory(session, seed=seed)
+    adopt_polyfactory(seed=seed)
     sync: Any = getattr(session, "sync_session", session)
     binding = _Binding(sync, None if sync is session else session)  # type: ignore[arg-type]
     _BOUND.append(binding)
@@ -150,8 +150,6 @@ def bind_session(session: Session | AsyncSession, *, seed: int | None = None
             if found is binding:
                 del _BOUND[index:]
                 break
-        if unbind_poly is not None:
-            unbind_poly()
 
     return unbind
 

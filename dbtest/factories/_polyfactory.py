@@ -1,10 +1,11 @@
-"""polyfactory's ``SQLAlchemyFactory``, bound to the current test's session.
+"""polyfactory's ``SQLAlchemyFactory``, writing to the current test's session.
 
-A factory whose class names no session of its own (``__session__`` for ``db``,
-``__async_session__`` for ``async_db``) gets the test's session for the test, and every
-polyfactory random source is seeded from the test's seed: ``create_sync()`` /
-``await create_async()`` write into the test's savepoint, and a test makes the same rows
-whatever ran before it. A factory with ``__random_seed__`` is reseeded with that seed.
+polyfactory accepts a callable as ``__session__`` / ``__async_session__`` and calls it on
+every ``create_sync()`` / ``create_async()``. A factory class that names no session of its
+own gets dbtest's (the session bound for the test, as :func:`current_session` gives
+factory-boy), set once on the class, never per test. Every polyfactory random source is
+seeded from the test's seed, so a test makes the same rows whatever ran before it; a
+factory with ``__random_seed__`` is reseeded with that seed.
 
 Nothing is imported here: when the test process never imported polyfactory's SQLAlchemy
 factory, there is nothing to bind.
@@ -13,14 +14,13 @@ factory, there is nothing to bind.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bind_polyfactory"]
+from dbtest.errors import ConfigError
+
+__all__ = ["adopt_polyfactory"]
 
 _MODULE = "polyfactory.factories.sqlalchemy_factory"
-_MISSING = object()
-_BOUND: list[Any] = []  # sessions this module bound (a factory holding one is ours)
 
 
 def _subclasses(base: type) -> list[type]:
@@ -55,38 +55,37 @@ def _reseed(base: type, classes: list[type], seed: int) -> None:
         value.seed_instance(number)
 
 
-def bind_polyfactory(session: Any, *, seed: int | None = None) -> Callable[[], None] | None:
-    """Bind session-less ``SQLAlchemyFactory`` classes to ``session`` (a ``Session`` or an
-    ``AsyncSession``) and seed them; return the finalizer that unbinds, or ``None`` when
-    polyfactory's SQLAlchemy factory was never imported."""
+def _sync_session() -> Any:
+    from dbtest.factories._binding import current_session
+
+    return current_session()
+
+
+def _async_session() -> Any:
+    from dbtest.factories._binding import bound_async_session
+
+    found = bound_async_session()
+    if found is None:
+        raise ConfigError("no AsyncSession is bound for polyfactory's create_async(): request "
+                          "the async_db fixture or call dbtest.factories.bind_session("
+                          "async_session); in a sync test use create_sync()")
+    return found
+
+
+def adopt_polyfactory(*, seed: int | None = None) -> None:
+    """Give session-less ``SQLAlchemyFactory`` classes dbtest's session callables (once)
+    and, with ``seed``, seed them; nothing when polyfactory's SQLAlchemy factory was never
+    imported."""
     module = sys.modules.get(_MODULE)
     if module is None:
-        return None
-    from sqlalchemy.ext.asyncio import AsyncSession
-
+        return
     base: Any = module.SQLAlchemyFactory
-    attr = "__async_session__" if isinstance(session, AsyncSession) else "__session__"
     classes = _subclasses(base)
-    previous: dict[type, Any] = {}
     for cls in classes:
-        current = getattr(cls, attr, None)
-        if current is not None and not any(current is s for s in _BOUND):
-            continue  # the factory names its own session (or inherits one): leave it
-        previous[cls] = cls.__dict__.get(attr, _MISSING)
-        setattr(cls, attr, session)
-    _BOUND.append(session)
+        for attr, source in (("__session__", _sync_session),
+                             ("__async_session__", _async_session)):
+            if getattr(cls, attr, None) is None:  # the class names no session of its own
+                # staticmethod: polyfactory calls it through the class, with no argument
+                setattr(cls, attr, staticmethod(source))
     if seed is not None:
         _reseed(base, classes, seed)
-
-    def unbind() -> None:
-        for cls, value in previous.items():
-            if cls.__dict__.get(attr) is not session:
-                continue
-            if value is _MISSING:
-                delattr(cls, attr)
-            else:
-                setattr(cls, attr, value)
-        if any(s is session for s in _BOUND):
-            _BOUND.remove(session)
-
-    return unbind
