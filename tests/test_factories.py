@@ -287,6 +287,14 @@ def test_acreate_needs_an_async_session(db: Session) -> None:
     with pytest.raises(ConfigError, match="bound to a sync Session"):
         asyncio.run(dbf.acreate(F.UserFactory))
 
+    class Own(SQLAlchemyModelFactory):
+        class Meta:
+            model = User
+            sqlalchemy_session = db
+
+    with pytest.raises(ConfigError, match="Own names its own session"):
+        asyncio.run(dbf.acreate(Own))
+
 
 # -- fast fakes -------------------------------------------------------------------------
 def test_fast_faker_is_deterministic_order_free_and_unique() -> None:

@@ -38,6 +38,7 @@ from dbtest.factories._binding import (
     bind_session,
     bound_async_session,
     current_session,
+    is_bound,
     is_dbtest_bound,
     reset_sequences,
     saved_factory_state,
@@ -215,27 +216,20 @@ def reserve_ids(session_or_connection: Any, table_or_model: Any, count: int,
 
 # -- async ----------------------------------------------------------------------------------
 def _async_session(factory_cls: Any) -> AsyncSession:
-    found = bound_async_session() if is_dbtest_bound(factory_cls) else None
-    if found is None:
-        meta = factory_cls._meta
-        what = "is bound to a sync Session: use create()" if is_dbtest_bound(factory_cls) \
-            and _bound_at_all() else "has no AsyncSession: request the async_db fixture or " \
-            "call dbtest.factories.bind_session(async_session)"
-        if not is_dbtest_bound(factory_cls) and (meta.sqlalchemy_session is not None or
-                                                 meta.sqlalchemy_session_factory is not None):
-            what = ("names its own session: the async functions serve factories bound by "
-                    "dbtest (Meta naming no session, or sqlalchemy_session_factory = "
-                    "dbtest.factories.current_session)")
-        raise ConfigError(f"{factory_cls.__name__} {what}")
-    return found
-
-
-def _bound_at_all() -> bool:
-    try:
-        current_session()
-    except ConfigError:
-        return False
-    return True
+    meta = factory_cls._meta
+    if is_dbtest_bound(factory_cls) or (meta.sqlalchemy_session is None
+                                        and meta.sqlalchemy_session_factory is None):
+        found = bound_async_session()
+        if found is not None:
+            return found
+        problem = ("is bound to a sync Session: use create()" if is_bound() else
+                   "has no AsyncSession: request the async_db fixture or call "
+                   "dbtest.factories.bind_session(async_session)")
+    else:
+        problem = ("names its own session: acreate and friends serve factories that write "
+                   "to dbtest's (Meta naming no session, or sqlalchemy_session_factory = "
+                   "dbtest.factories.current_session)")
+    raise ConfigError(f"{factory_cls.__name__} {problem}")
 
 
 async def acreate(factory_cls: Any, **kwargs: Any) -> Any:

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 __all__ = ["all_factories", "bind_session", "bound_async_session", "current_session",
-           "is_dbtest_bound", "reset_sequences", "saved_factory_state", "seed_factories",
-           "writing_to"]
+           "is_bound", "is_dbtest_bound", "reset_sequences", "saved_factory_state",
+           "seed_factories", "writing_to"]
 
 
 @dataclass(eq=False)
@@ -76,6 +76,11 @@ def writing_to(session: Any) -> Iterator[None]:
         yield
     finally:
         _BOUND.remove(binding)
+
+
+def is_bound() -> bool:
+    """Whether a session is bound (a test with ``db`` or ``async_db``, a seed set...)."""
+    return bool(_BOUND)
 
 
 def bound_async_session() -> AsyncSession | None:
