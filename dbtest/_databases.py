@@ -172,12 +172,18 @@ def database_mark(conn: psycopg.Connection[Any], name: str) -> dict[str, Any] | 
     return read_mark(row[0])
 
 
-def _sessions(conn: psycopg.Connection[Any], name: str) -> list[str]:
+def open_sessions(conn: psycopg.Connection[Any], name: str) -> list[str]:
+    """Other sessions on database *name*, one readable line each (pid, app, state, query)."""
     rows = conn.execute(
         "SELECT pid, coalesce(application_name, ''), state, left(query, 60) "
         "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
         (name,)).fetchall()
     return [f"pid {pid} ({app or 'no name'}, {state}): {query}" for pid, app, state, query in rows]
+
+
+# The old private name, still imported by fixtures.py (the isolation engineer's file,
+# issue 17); remove once fixtures.py uses open_sessions.
+_sessions = open_sessions
 
 
 def drop_database(conn: psycopg.Connection[Any], name: str, *, force: bool = True,
@@ -195,10 +201,10 @@ def drop_database(conn: psycopg.Connection[Any], name: str, *, force: bool = Tru
         raise RefusedError(f"refusing to drop database {name!r}: dbtest did not create it "
                            f"(it has no dbtest mark). Drop it yourself if you mean it.")
     deadline = time.monotonic() + wait
-    sessions = _sessions(conn, name)
+    sessions = open_sessions(conn, name)
     while sessions and time.monotonic() < deadline:
         time.sleep(0.002)
-        sessions = _sessions(conn, name)
+        sessions = open_sessions(conn, name)
     if sessions and not force:
         raise DbtestError(f"database {name!r} still has open connections: "
                           + "; ".join(sessions))

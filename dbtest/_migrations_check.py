@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbtest._databases import admin_connection, create_database, drop_database
-from dbtest._templates import _strategy
+from dbtest._templates import copy_strategy
 from dbtest.errors import ConfigError, DbAssertionError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
     from dbtest.settings import Settings
 
 __all__ = ["CHECKS", "CheckResult", "MigrationReport", "assert_migrations",
@@ -121,7 +121,7 @@ class _Runner:
             with contextlib.suppress(Exception):  # none yet, or left by a crash
                 drop_database(admin, self.db)
             create_database(admin, self.db, purpose="migrations-check",
-                            strategy=_strategy(self.server))
+                            strategy=copy_strategy(self.server))
         url = self.server.url_for(self.db)
         self.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
         self.engine = create_engine(url, poolclass=NullPool)
@@ -155,14 +155,13 @@ class _Runner:
         self.run(lambda rev, ctx: self.script._downgrade_revs(revision, rev), revision)
 
     def schema(self) -> str:
-        from dbtest.state._schema import schema_state_sync
-        from dbtest.state._values import parse_blocks
+        from dbtest.state import schema_state
 
         assert self.conn is not None
-        text = schema_state_sync(self.conn).text
+        state = schema_state(self.conn)
         self.conn.rollback()
         return "\n".join("\n".join([b.title, *("  " + ln for ln in b.lines)])
-                         for b in parse_blocks(text)
+                         for b in state.blocks()
                          if b.name not in ("table alembic_version", "empty schema"))
 
     def drift(self, metadata: Any) -> list[Any] | None:
@@ -181,8 +180,7 @@ class _Runner:
 
 
 def _diff(before: str, after: str) -> str:
-    from dbtest.state._diff import diff_texts
-    from dbtest.state._values import SchemaState
+    from dbtest.state import SchemaState, diff_texts
 
     lines = diff_texts(before, after, kind=SchemaState)
     return "\n".join(lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20
@@ -343,7 +341,7 @@ def migrations_check_command(settings: Settings, ini: str | None = None,
     setting) names a server, else a throwaway one is started; ``models`` is
     ``module:attr`` of a MetaData or declarative Base (default: env.py's).
     """
-    from dbtest._schema import _attr, parse_schema_spec
+    from dbtest._schema import module_attr, parse_schema_spec
 
     if ini is None:
         spec = parse_schema_spec(settings.schema) if settings.schema else None
@@ -357,7 +355,7 @@ def migrations_check_command(settings: Settings, ini: str | None = None,
         module, sep, attr = models.rpartition(":")
         if not sep or not module:
             raise ConfigError(f"--models {models!r} must be module:attr, e.g. myapp.models:Base")
-        metadata = _attr(module, attr, settings.root, models)
+        metadata = module_attr(module, attr, settings.root, models)
     if url or settings.url:
         return check_migrations(str(url or settings.url), path, metadata)
     from dbtest.provision import ephemeral_postgres

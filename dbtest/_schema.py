@@ -104,7 +104,9 @@ def _module_inputs(module: str, root: Path, extra: Path | None = None) -> str:
     return hash_files(local_closure(start, root), root)
 
 
-def _attr(module: str, name: str, root: Path, spec: str) -> Any:
+def module_attr(module: str, name: str, root: Path, spec: str) -> Any:
+    """``module.name``, importing *module* with *root* on the path; *spec* names the setting
+    in the ConfigError raised when either is missing."""
     mod = _import(module, root, spec)
     try:
         return getattr(mod, name)
@@ -121,7 +123,7 @@ class MetadataSource:
 
     def __init__(self, spec: str, module: str, attr: str, root: Path) -> None:
         self.spec = spec
-        value = _attr(module, attr, root, spec)
+        value = module_attr(module, attr, root, spec)
         metadata = getattr(value, "metadata", value)
         from sqlalchemy import MetaData
 
@@ -183,7 +185,7 @@ class CallableSource:
 
     def __init__(self, spec: str, module: str, attr: str, root: Path) -> None:
         self.spec = spec
-        self.func: Callable[[Connection], object] = _attr(module, attr, root, spec)
+        self.func: Callable[[Connection], object] = module_attr(module, attr, root, spec)
         if not callable(self.func):
             raise ConfigError(f"schema {spec!r}: {module}.{attr} is not callable (got "
                               f"{type(self.func).__name__}). Point the schema setting at a "

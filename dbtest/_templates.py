@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbtest._databases import admin_connection, create_database, database_mark, drop_database
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest._schema import SchemaSource, load_schema
 from dbtest.errors import DbtestError, TemplateError
 
 if TYPE_CHECKING:
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
 
 __all__ = ["TEMPLATE_FORMAT", "TemplateCache", "TemplateInfo", "TemplateKey"]
 
@@ -240,7 +241,7 @@ class TemplateCache:
         """Create ``name`` as a copy of ``template``."""
         with admin_connection(self.server.dsn) as admin:
             create_database(admin, name, purpose=purpose, template=template,
-                            strategy=_strategy(self.server))
+                            strategy=copy_strategy(self.server))
         return name
 
 
@@ -248,12 +249,12 @@ class TemplateCache:
 _ABSENT = "absent"
 
 #: the tables and columns (with types) of a database's user schemas
-_CATALOG = """
+_CATALOG = f"""
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbtest_internal')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '{INTERNAL_SCHEMA}')
   AND left(n.nspname, 3) <> 'pg_'
 ORDER BY 1, 2, 3
 """
@@ -290,7 +291,8 @@ def drop_database_if_marked(admin: Any, name: str) -> None:
         drop_database(admin, name)
 
 
-def _strategy(server: PostgresServer) -> str | None:
+def copy_strategy(server: PostgresServer) -> str | None:
+    """The ``CREATE DATABASE ... STRATEGY`` for clones on *server* (None: the default)."""
     # FILE_COPY is cheaper than WAL_LOG for small templates, and its checkpoint is cheap
     # with fsync off, which holds only for servers dbtest started itself.
     return "file_copy" if server.backend in ("local", "embedded") else None

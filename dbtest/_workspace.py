@@ -304,11 +304,11 @@ class Workspace:
             engine.dispose()
 
     def _clone(self, template: str, name: str, purpose: str) -> None:
-        from dbtest._templates import _strategy
+        from dbtest._templates import copy_strategy
 
         with self._admin() as admin:
             create_database(admin, name, purpose=purpose, template=template,
-                            strategy=_strategy(self.server),
+                            strategy=copy_strategy(self.server),
                             mark=self._lease.mark if self._lease is not None else None)
 
     def leaked_tables(self, key: TemplateKey) -> list[str]:
@@ -335,7 +335,7 @@ class Workspace:
     def fresh_database(self, key: TemplateKey) -> FreshDatabase:
         """A new database cloned from ``key``'s template, from the pool."""
         from dbtest._pool import FreshDatabasePool
-        from dbtest._templates import _strategy
+        from dbtest._templates import copy_strategy
 
         with self._lock:
             pool = self._pools.get(key)
@@ -343,7 +343,7 @@ class Workspace:
                 template = self.templates.get(key).name
                 pool = FreshDatabasePool(self.server, template, self._db_name("f", template),
                                          size=self.settings.pool_size,
-                                         strategy=_strategy(self.server),
+                                         strategy=copy_strategy(self.server),
                                          admin=self._admin_connection(),
                                          mark=self._lease.mark if self._lease else None)
                 self._pools[key] = pool

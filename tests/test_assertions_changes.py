@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 import dbtest
-from dbtest.assertions import ChangeSet, Deleted, Inserted, Updated, assertrepr_compare
+from dbtest.assertions import ChangeCounts, Deleted, Inserted, Updated, assertrepr_compare
 from dbtest.errors import ConfigError, DbAssertionError
 from migrations_example.models import Post, User
 from tests._models_assertions import make_blog
@@ -103,7 +103,7 @@ def test_bad_uses(db: Session, db_connection: Connection) -> None:
     with pytest.raises(ConfigError, match="int >= 0"):
         Inserted(-1)
     assert repr(Inserted(2) + Deleted(1)) == "Inserted(2) + Deleted(1)"
-    assert isinstance(changes, ChangeSet) and repr(changes) == "ChangeSet({})"
+    assert isinstance(changes, ChangeCounts) and repr(changes) == "ChangeCounts({})"
 
 
 async def test_async_session(async_db: AsyncSession) -> None:

@@ -28,11 +28,14 @@ module                      helpers
 
 from __future__ import annotations
 
+import warnings
+from typing import TYPE_CHECKING, Any
+
 from dbtest.assertions._aggregate import AggregateReport, assert_aggregate
 from dbtest.assertions._audit import FkAudit, FkAuditFinding, audit_foreign_keys
 from dbtest.assertions._cascade import Blocked, CascadeReport, CascadeResult, assert_cascade
 from dbtest.assertions._changes import (
-    ChangeSet,
+    ChangeCounts,
     Deleted,
     Inserted,
     TableChanges,
@@ -56,7 +59,7 @@ __all__ = [
     "CapturedQuery",
     "CascadeReport",
     "CascadeResult",
-    "ChangeSet",
+    "ChangeCounts",
     "Deleted",
     "FkAudit",
     "FkAuditFinding",
@@ -76,3 +79,18 @@ __all__ = [
     "count_queries",
     "track_changes",
 ]
+
+# Old names -> new names (docs/reference/names.md says why each was renamed).
+_DEPRECATED = {"ChangeSet": "ChangeCounts"}
+
+if TYPE_CHECKING:
+    ChangeSet = ChangeCounts  # deprecated: ChangeCounts
+
+
+def __getattr__(name: str) -> Any:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'dbtest.assertions' has no attribute {name!r}")
+    warnings.warn(f"dbtest.assertions.{name} is deprecated, use {new}: the same class",
+                  DeprecationWarning, stacklevel=2)
+    return globals()[new]

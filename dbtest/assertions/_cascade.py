@@ -32,7 +32,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, overload
 
 from dbtest.assertions import _render
-from dbtest.assertions._changes import _Snapshot, _snapshot
+from dbtest.assertions._changes import StatsSnapshot, stats_snapshot
 from dbtest.assertions._db import TableInfo, connection_of, resolve_table, run, split_name
 from dbtest.assertions._delete import (
     Blocked,
@@ -130,8 +130,8 @@ def _cascade(db: Any, target: Any, expect: dict[Any, int], set_null: dict[Any, i
     fks = load_foreign_keys(conn, details=False)
     readable = _check_readable(tgt, fks)
     report = CascadeReport(tgt.label)
-    start = _snapshot(conn)
-    counters: _Snapshot | None = start
+    start = stats_snapshot(conn)
+    counters: StatsSnapshot | None = start
     if mode in ("orm", "both"):
         assert session is not None
         report.orm, counters = measure(conn, tgt, "orm", fks,
@@ -217,7 +217,7 @@ def _check_readable(tgt: Target, fks: list[DbForeignKey]) -> set[tuple[str, str]
 
 def _compare(report: CascadeReport, tgt: Target, expect: dict[Any, int],
              set_null: dict[Any, int], blocked: bool | str | None, conn: Connection,
-             tables: _Snapshot) -> None:
+             tables: StatsSnapshot) -> None:
     __tracebackhide__ = True
     want_del = _names(conn, expect, "expect", tables)
     want_null = _names(conn, set_null, "set_null", tables)
@@ -251,7 +251,7 @@ def _compare(report: CascadeReport, tgt: Target, expect: dict[Any, int],
                                       _table(report, want_del, want_null), *hints]))
 
 
-def _names(conn: Connection, mapping: dict[Any, int], what: str, tables: _Snapshot
+def _names(conn: Connection, mapping: dict[Any, int], what: str, tables: StatsSnapshot
            ) -> dict[str, int]:
     """``mapping`` keyed by display names, from the counters' table list (no query)."""
     out: dict[str, int] = {}

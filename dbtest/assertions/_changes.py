@@ -13,7 +13,7 @@ queries per block. What that implies (each is tested):
 * Work inside a savepoint (``begin_nested()``, or ``commit()`` under the ``db`` fixture,
   which releases a savepoint) is counted.
 * Work in a savepoint that was **rolled back** is still counted: PostgreSQL counts attempted
-  row operations. The :class:`ChangeSet` says how many savepoints were rolled back during
+  row operations. The :class:`ChangeCounts` says how many savepoints were rolled back during
   the block, and failure messages mention it.
 * The block must stay inside one transaction: a real ``COMMIT`` resets the counters, so
   :func:`track_changes` raises :class:`~dbtest.errors.ConfigError` when the transaction (or
@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.assertions import _render
 from dbtest.assertions._db import connection_of, is_async, query, split_name
 from dbtest.errors import ConfigError, DbAssertionError
@@ -39,7 +40,7 @@ from dbtest.errors import ConfigError, DbAssertionError
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-__all__ = ["ChangeSet", "Deleted", "Inserted", "TableChanges", "Updated", "assertrepr_compare",
+__all__ = ["ChangeCounts", "Deleted", "Inserted", "TableChanges", "Updated", "assertrepr_compare",
            "track_changes"]
 
 
@@ -119,7 +120,7 @@ _NONE = TableChanges()
 
 
 @dataclass(eq=False)
-class ChangeSet(Mapping[str, TableChanges]):
+class ChangeCounts(Mapping[str, TableChanges]):
     """The tables changed during a :func:`track_changes` block (filled in when it ends).
 
     A read-only mapping of table name -> :class:`TableChanges` holding only the tables with
@@ -208,7 +209,7 @@ class ChangeSet(Mapping[str, TableChanges]):
                 if want.get(n, _NONE) != self._changes.get(n, _NONE)]
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, ChangeSet):
+        if isinstance(other, ChangeCounts):
             return self._changes == other._changes
         if isinstance(other, Mapping):
             return not self._differences(other)
@@ -248,8 +249,8 @@ class ChangeSet(Mapping[str, TableChanges]):
 
     def __repr__(self) -> str:
         if not self.done:
-            return "ChangeSet(<block still running>)"
-        return f"ChangeSet({self._changes!r})"
+            return "ChangeCounts(<block still running>)"
+        return f"ChangeCounts({self._changes!r})"
 
 
 def assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | None:
@@ -257,7 +258,7 @@ def assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | None:
     if op != "==":
         return None
     for mine, other in ((left, right), (right, left)):
-        if isinstance(mine, ChangeSet) and isinstance(other, Mapping) and mine.done:
+        if isinstance(mine, ChangeCounts) and isinstance(other, Mapping) and mine.done:
             try:
                 text = mine.explain(other)
             except ConfigError as exc:
@@ -268,7 +269,7 @@ def assertrepr_compare(op: str, left: Any, right: Any) -> list[str] | None:
 
 # -- the context manager -------------------------------------------------------------------
 # pg_stat_xact_user_tables calls ten functions per table; three are enough here
-_STATS_SQL = """
+_STATS_SQL = f"""
 SELECT m.pid, m.xact_start, m.counting, s.*
 FROM (SELECT pg_backend_pid() AS pid, now() AS xact_start,
              current_setting('track_counts') AS counting) m
@@ -276,20 +277,23 @@ LEFT JOIN (SELECT n.nspname, c.relname, pg_table_is_visible(c.oid),
                   pg_stat_get_xact_tuples_inserted(c.oid), pg_stat_get_xact_tuples_updated(c.oid),
                   pg_stat_get_xact_tuples_deleted(c.oid)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.relkind IN ('r', 'm') AND n.nspname <> 'dbtest_internal'
+           WHERE c.relkind IN ('r', 'm') AND n.nspname <> '{INTERNAL_SCHEMA}'
              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
              AND n.nspname !~ '^pg_toast') s ON true
 """
 
 
 @dataclass
-class _Snapshot:
+class StatsSnapshot:
+    """This backend's per-table row counters (pg_stat_xact_*) at one moment."""
+
     pid: int
     xact_start: Any
     tables: dict[tuple[str, str], tuple[bool, int, int, int]]
 
 
-def _snapshot(conn: Connection) -> _Snapshot:
+def stats_snapshot(conn: Connection) -> StatsSnapshot:
+    """Read the row counters of every user table in *conn*'s current transaction."""
     rows = query(conn, _STATS_SQL).all()
     pid, start, counting = rows[0][:3]
     if counting != "on":
@@ -298,25 +302,25 @@ def _snapshot(conn: Connection) -> _Snapshot:
                           "track_counts = on) or use dbtest's own server.")
     tables = {(r[3], r[4]): (bool(r[5]), int(r[6]), int(r[7]), int(r[8]))
               for r in rows if r[3] is not None}
-    return _Snapshot(pid, start, tables)
+    return StatsSnapshot(pid, start, tables)
 
 
 class track_changes:
     """Count the rows inserted, updated and deleted per table during a block.
 
     ``db`` is a ``Session`` or ``Connection`` (``with``), or an ``AsyncSession`` /
-    ``AsyncConnection`` (``async with``). Yields a :class:`ChangeSet`, filled in when the
+    ``AsyncConnection`` (``async with``). Yields a :class:`ChangeCounts`, filled in when the
     block ends. See the module documentation for what PostgreSQL's counters imply.
     """
 
     def __init__(self, db: Any) -> None:
         self._db = db
-        self._changes = ChangeSet()
-        self._before: _Snapshot | None = None
+        self._changes = ChangeCounts()
+        self._before: StatsSnapshot | None = None
         self._engine: Any = None
 
     # sync
-    def __enter__(self) -> ChangeSet:
+    def __enter__(self) -> ChangeCounts:
         if is_async(self._db):
             raise ConfigError("track_changes(): an async session or connection needs "
                               "`async with dbtest.track_changes(async_db) as changes:`.")
@@ -330,7 +334,7 @@ class track_changes:
             self._finish(self._sync_handle(self._db))
 
     # async
-    async def __aenter__(self) -> ChangeSet:
+    async def __aenter__(self) -> ChangeCounts:
         if not is_async(self._db):
             raise ConfigError("track_changes(): use `with`, not `async with`, for a sync "
                               "session or connection.")
@@ -361,7 +365,7 @@ class track_changes:
         if isinstance(db, Session):
             db.flush()
         conn = connection_of(db)
-        self._before = _snapshot(conn)
+        self._before = stats_snapshot(conn)
         self._engine = conn.engine
         event.listen(self._engine, "rollback_savepoint", self._on_rollback_savepoint)
 
@@ -381,7 +385,7 @@ class track_changes:
 
         if isinstance(db, Session):
             db.flush()
-        after = _snapshot(connection_of(db))
+        after = stats_snapshot(connection_of(db))
         before = self._before
         assert before is not None  # _start ran
         if (after.pid, after.xact_start) != (before.pid, before.xact_start):

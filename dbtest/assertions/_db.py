@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ __all__ = [
 T = TypeVar("T")
 
 INTERNAL_OPTION = "dbtest_internal"
-_SKIP_SCHEMAS = "('pg_catalog', 'information_schema', 'dbtest_internal', 'pg_toast')"
+_SKIP_SCHEMAS = f"('pg_catalog', 'information_schema', '{INTERNAL_SCHEMA}', 'pg_toast')"
 
 
 def is_async(db: Any) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbtest.assertions import _render
-from dbtest.assertions._changes import _Snapshot, _snapshot
+from dbtest.assertions._changes import StatsSnapshot, stats_snapshot
 from dbtest.assertions._db import INTERNAL_OPTION, TableInfo
 from dbtest.assertions._fks import DbForeignKey
 from dbtest.errors import ConfigError
@@ -78,8 +78,8 @@ def db_delete(conn: Connection, tgt: Target) -> None:
 
 
 def measure(conn: Connection, tgt: Target, via: str, fks: list[DbForeignKey], delete: Any,
-            readable: set[tuple[str, str]], before: _Snapshot | None = None
-            ) -> tuple[CascadeResult, _Snapshot | None]:
+            readable: set[tuple[str, str]], before: StatsSnapshot | None = None
+            ) -> tuple[CascadeResult, StatsSnapshot | None]:
     """Run ``delete`` in a savepoint, record what it did, roll back.
 
     Returns the result and the counters after the delete: the rollback leaves PostgreSQL's
@@ -92,13 +92,13 @@ def measure(conn: Connection, tgt: Target, via: str, fks: list[DbForeignKey], de
     # session's view of the deleted objects
     savepoint: Any = (_session_of(tgt.obj) if via == "orm" else conn).begin_nested()
     try:
-        start = before or _snapshot(conn)
+        start = before or stats_snapshot(conn)
         try:
             delete()
         except IntegrityError as exc:
             result.blocked = _blocked(exc, fks)
             return result, None
-        after = _snapshot(conn)
+        after = stats_snapshot(conn)
         _fill(result, start, after, tgt)
         _count_survivors(conn, result, readable)
     finally:
@@ -112,7 +112,7 @@ def _session_of(obj: Any) -> Any:
     return object_session(obj)
 
 
-def _fill(result: CascadeResult, before: _Snapshot, after: _Snapshot, tgt: Target) -> None:
+def _fill(result: CascadeResult, before: StatsSnapshot, after: StatsSnapshot, tgt: Target) -> None:
     for (schema, name), (visible, _ins, upd, dele) in after.tables.items():
         _, _, upd0, del0 = before.tables.get((schema, name), (visible, 0, 0, 0))
         shown = name if visible else f"{schema}.{name}"

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.assertions._db import query
 
 if TYPE_CHECKING:
@@ -42,11 +43,11 @@ JOIN pg_class c ON c.oid = con.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class r ON r.oid = con.confrelid
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
-WHERE con.contype = 'f' AND n.nspname <> 'dbtest_internal' AND rn.nspname <> 'dbtest_internal'
+WHERE con.contype = 'f' AND n.nspname <> '{internal}' AND rn.nspname <> '{internal}'
 ORDER BY n.nspname, c.relname, con.conname
 """
-_FK_FULL = _FK_SQL.format(indexed=_INDEXED, nullable=_NULLABLE)
-_FK_LIGHT = _FK_SQL.format(indexed="false", nullable="false")
+_FK_FULL = _FK_SQL.format(indexed=_INDEXED, nullable=_NULLABLE, internal=INTERNAL_SCHEMA)
+_FK_LIGHT = _FK_SQL.format(indexed="false", nullable="false", internal=INTERNAL_SCHEMA)
 
 
 @dataclass(frozen=True)

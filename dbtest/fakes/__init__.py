@@ -32,14 +32,14 @@ from typing import Any
 
 from dbtest.errors import ConfigError
 from dbtest.fakes._providers import (
-    _M,
-    _POOL,
-    _POOLS,
+    MASK64,
+    POOL_SIZE,
+    POOLS,
     PROVIDERS,
-    _generic,
-    _hashes,
-    _key_hash,
-    _rehash,
+    generic,
+    hashes,
+    key_hash,
+    rehash,
 )
 
 __all__ = ["FAKES_VERSION", "PROVIDERS", "Fake", "FastFaker", "default", "reseed"]
@@ -66,7 +66,7 @@ class FastFaker:
 
     def stream(self, key: str) -> int:
         """The hash stream of column ``key`` under the current seed."""
-        return _rehash((self.seed * 0x2545F4914F6CDD1D ^ _key_hash(key)) & _M)
+        return rehash((self.seed * 0x2545F4914F6CDD1D ^ key_hash(key)) & MASK64)
 
     def column(self, provider: str, count: int, *, start: int = 0, key: str = "",
                unique: bool = False, **kwargs: Any) -> list[Any]:
@@ -77,10 +77,10 @@ class FastFaker:
     def values(self, provider: str, ns: Sequence[int], *, key: str = "",
                unique: bool = False, **kwargs: Any) -> list[Any]:
         """The values of ``provider`` for the sequence numbers ``ns``."""
-        hs = _hashes(self.stream(key or provider), ns)
+        hs = hashes(self.stream(key or provider), ns)
         fn = PROVIDERS.get(provider)
         if fn is None:
-            return _generic(self, provider, hs, ns, unique, kwargs)
+            return generic(self, provider, hs, ns, unique, kwargs)
         try:
             return fn(self, hs, ns, unique, **kwargs)
         except TypeError as exc:
@@ -95,7 +95,7 @@ class FastFaker:
     def pool(self, provider: str, *args: Any, **kwargs: Any) -> list[Any]:
         """The process-wide pool of Faker output for ``provider`` (1024 values)."""
         cache_key = (self.locale, provider, args, tuple(sorted(kwargs.items(), key=str)))
-        found = _POOLS.get(cache_key)
+        found = POOLS.get(cache_key)
         if found is None:
             from dbtest.errors import require_extra
 
@@ -107,8 +107,8 @@ class FastFaker:
                 raise ConfigError(f"unknown Faker provider {provider!r} for a dbtest fake; "
                                   f"use a Faker method name such as 'company' or one of "
                                   f"{', '.join(sorted(PROVIDERS))}") from None
-            found = [method(*args, **kwargs) for _ in range(_POOL)]
-            _POOLS[cache_key] = found
+            found = [method(*args, **kwargs) for _ in range(POOL_SIZE)]
+            POOLS[cache_key] = found
         return found
 
 

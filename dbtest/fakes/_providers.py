@@ -13,33 +13,38 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dbtest.fakes import FastFaker
 
-_M = (1 << 64) - 1
+#: the arithmetic is mod 2**64 (splitmix64)
+MASK64 = (1 << 64) - 1
 _POOL_BITS = 10  # pools of 1024 values: 10 bits of a 64-bit hash pick one
-_POOL = 1 << _POOL_BITS
+#: values asked of Faker per provider (a power of two: a hash's low bits pick one)
+POOL_SIZE = 1 << _POOL_BITS
 _START = datetime(2020, 1, 1, tzinfo=UTC)
 _END = datetime(2025, 1, 1, tzinfo=UTC)
-_POOLS: dict[tuple[Any, ...], list[Any]] = {}
+#: per-process cache of Faker's pools, keyed by (provider, locale, arguments)
+POOLS: dict[tuple[Any, ...], list[Any]] = {}
 
 
-def _key_hash(text: str) -> int:
-    return zlib.crc32(text.encode()) * 0x9E3779B1 & _M
+def key_hash(text: str) -> int:
+    """A 64-bit hash of a column key, stable across processes (unlike ``hash``)."""
+    return zlib.crc32(text.encode()) * 0x9E3779B1 & MASK64
 
 
-def _hashes(stream: int, ns: Sequence[int]) -> list[int]:
+def hashes(stream: int, ns: Sequence[int]) -> list[int]:
     """splitmix64 of ``stream + n * golden`` for every ``n``: independent 64-bit values."""
     out = []
     for n in ns:
-        x = (stream + (n + 1) * 0x9E3779B97F4A7C15) & _M
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+        x = (stream + (n + 1) * 0x9E3779B97F4A7C15) & MASK64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
         out.append(x ^ (x >> 31))
     return out
 
 
-def _rehash(h: int) -> int:
-    x = (h + 0x9E3779B97F4A7C15) & _M
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+def rehash(h: int) -> int:
+    """A fresh 64-bit value derived from *h* (one more splitmix64 round)."""
+    x = (h + 0x9E3779B97F4A7C15) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
     return x ^ (x >> 31)
 
 
@@ -48,17 +53,18 @@ def _rehash(h: int) -> int:
 _Provider = Callable[..., list[Any]]
 
 
-def _generic(fast: FastFaker, provider: str, hs: list[int], ns: Sequence[int], unique: bool,
-             kwargs: dict[str, Any]) -> list[Any]:
+def generic(fast: FastFaker, provider: str, hs: list[int], ns: Sequence[int], unique: bool,
+            kwargs: dict[str, Any]) -> list[Any]:
+    """Any Faker provider: picks from a pool of its output (``unique`` appends ``n``)."""
     pool = fast.pool(provider, **kwargs)
-    out = [pool[h & (_POOL - 1)] for h in hs]
+    out = [pool[h & (POOL_SIZE - 1)] for h in hs]
     if unique:
         out = [f"{v} {n}" if isinstance(v, str) else v for v, n in zip(out, ns, strict=True)]
     return out
 
 
 def _picks(pool: list[Any], hs: list[int], shift: int = 0) -> list[Any]:
-    return [pool[(h >> shift) & (_POOL - 1)] for h in hs]
+    return [pool[(h >> shift) & (POOL_SIZE - 1)] for h in hs]
 
 
 def _first_name(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool) -> list[str]:
@@ -116,7 +122,7 @@ def _words_of(words: list[str], h: int, count: int) -> list[str]:
             out.append(words[(h >> shift) & 1023])
             if len(out) == count:
                 return out
-        h = _rehash(h)
+        h = rehash(h)
 
 
 def _word(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool) -> list[str]:
@@ -137,7 +143,7 @@ def _count(h: int, nb: int, variable: bool) -> int:
 
 
 def _sentence_from(words: list[str], h: int, nb_words: int, variable: bool) -> str:
-    chosen = _words_of(words, _rehash(h), _count(h, nb_words, variable))
+    chosen = _words_of(words, rehash(h), _count(h, nb_words, variable))
     return " ".join(chosen).capitalize() + "."
 
 
@@ -151,11 +157,11 @@ def _sentence(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool,
 def _sentence_pool(fast: FastFaker) -> list[str]:
     # paragraphs and texts are made of whole sentences: 1024 recombined ones, made once
     key = (fast.locale, "_sentences")
-    found = _POOLS.get(key)
+    found = POOLS.get(key)
     if found is None:
         words = fast.pool("word")
-        found = [_sentence_from(words, h, 6, True) for h in _hashes(_key_hash("s"), range(_POOL))]
-        _POOLS[key] = found
+        found = [_sentence_from(words, h, 6, True) for h in hashes(key_hash("s"), range(POOL_SIZE))]
+        POOLS[key] = found
     return found
 
 
@@ -167,7 +173,7 @@ def _paragraph_from(sentences: list[str], h: int, nb_sentences: int, variable: b
             parts.append(sentences[(h >> shift) & 1023])
             if len(parts) == count:
                 return " ".join(parts)
-        h = _rehash(h)
+        h = rehash(h)
 
 
 def _paragraph(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool,
@@ -183,7 +189,7 @@ def _paragraphs(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool,
     for h in hs:
         paras = []
         for _ in range(nb):
-            h = _rehash(h)
+            h = rehash(h)
             paras.append(_paragraph_from(sentences, h, 3, True))
         out.append(paras)
     return out
@@ -198,7 +204,7 @@ def _text(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool,
         shift = 10
         while True:
             if shift > 50:
-                h, shift = _rehash(h), 0
+                h, shift = rehash(h), 0
             sentence = sentences[(h >> shift) & 1023]
             shift += 10
             if len(text) + 1 + len(sentence) > max_nb_chars:
@@ -227,7 +233,7 @@ def _image_url(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool,
 
 
 def _uuid4(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool) -> list[uuid.UUID]:
-    return [uuid.UUID(int=(h << 64) | _rehash(h), version=4) for h in hs]
+    return [uuid.UUID(int=(h << 64) | rehash(h), version=4) for h in hs]
 
 
 def _int(fast: FastFaker, hs: list[int], ns: Sequence[int], unique: bool,

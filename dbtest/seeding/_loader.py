@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.errors import DbtestError, SeedError, mask_url
 from dbtest.seeding._report import SeedProgress, SeedReport
 from dbtest.seeding._sets import SeedSet, resolve_sets
@@ -38,7 +39,7 @@ __all__ = ["SeedContext", "load_seeds", "set_seed"]
 #: factory-boy sequences start here while seeds load, clear of the 0.. that tests use
 SEED_SEQUENCE_START = 1_000_000
 _STATS_SQL = ("SELECT schemaname, relname, n_tup_ins FROM pg_stat_xact_user_tables "
-              "WHERE schemaname <> 'dbtest_internal'")
+              f"WHERE schemaname <> '{INTERNAL_SCHEMA}'")
 _MODULES: dict[tuple[str, str], ModuleType] = {}
 
 

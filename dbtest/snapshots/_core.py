@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dbtest._databases import (
-    _sessions,
     admin_connection,
     create_database,
     database_mark,
     drop_database,
     mark_database,
+    open_sessions,
     read_mark,
 )
 from dbtest.errors import ConfigError, DbtestError, RefusedError, SnapshotError, TemplateError
@@ -22,7 +22,7 @@ from dbtest.errors import ConfigError, DbtestError, RefusedError, SnapshotError,
 if TYPE_CHECKING:
     import psycopg
 
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
 
 __all__ = ["PREFIX", "RestoreReport", "SnapshotInfo", "drop_snapshot", "list_snapshots",
            "resolve_server", "restore_snapshot", "save_snapshot"]
@@ -63,7 +63,7 @@ class RestoreReport:
 
 def resolve_server(server_or_url: PostgresServer | str) -> PostgresServer:
     """A :class:`PostgresServer` for a server, a ``postgresql://`` URL or a libpq DSN."""
-    from dbtest.provision._server import ConnectionParams, PostgresServer
+    from dbtest.provision import ConnectionParams, PostgresServer
 
     if isinstance(server_or_url, PostgresServer):
         return server_or_url
@@ -99,7 +99,8 @@ def _admin(server: PostgresServer, *busy: str | None) -> Any:
     return admin_connection(server.dsn, dbname)
 
 
-def _db_of(name: str) -> str:
+def snapshot_db(name: str) -> str:
+    """The database that holds snapshot *name*; a bad name is a SnapshotError."""
     if not _NAME.match(name):
         raise SnapshotError(f"snapshot name {name!r} is not valid: use 1-50 letters, digits, "
                             f"'_', '.' or '-'")
@@ -127,8 +128,9 @@ def _snapshots(conn: psycopg.Connection[Any], db: str | None = None) -> list[Sna
     return out
 
 
-def _known(conn: psycopg.Connection[Any], name: str) -> SnapshotInfo:
-    found = _snapshots(conn, _db_of(name))
+def known_snapshot(conn: psycopg.Connection[Any], name: str) -> SnapshotInfo:
+    """Snapshot *name* on this server, or a SnapshotError listing the ones there are."""
+    found = _snapshots(conn, snapshot_db(name))
     if found:
         return found[0]
     names = ", ".join(s.name for s in _snapshots(conn)) or "none yet"
@@ -140,10 +142,10 @@ def _free_sessions(conn: psycopg.Connection[Any], db: str, force: bool, what: st
                    ) -> tuple[str, ...]:
     """Make sure ``db`` has no other sessions: wait briefly, then refuse or terminate."""
     deadline = time.monotonic() + 0.3  # closed clients' backends take a moment to exit
-    sessions = _sessions(conn, db)
+    sessions = open_sessions(conn, db)
     while sessions and time.monotonic() < deadline:
         time.sleep(0.005)
-        sessions = _sessions(conn, db)
+        sessions = open_sessions(conn, db)
     if not sessions:
         return ()
     if not force:
@@ -153,19 +155,20 @@ def _free_sessions(conn: psycopg.Connection[Any], db: str, force: bool, what: st
     conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE datname = %s AND pid <> pg_backend_pid()", (db,))
     deadline = time.monotonic() + 5
-    while _sessions(conn, db) and time.monotonic() < deadline:
+    while open_sessions(conn, db) and time.monotonic() < deadline:
         time.sleep(0.005)
     return tuple(sessions)
 
 
-def _exists(conn: psycopg.Connection[Any], db: str) -> bool:
+def database_exists(conn: psycopg.Connection[Any], db: str) -> bool:
+    """Whether the server has a database named *db*."""
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() \
         is not None
 
 
 def _unused_name(conn: psycopg.Connection[Any], name: str) -> str:
     candidate, n = name, 1
-    while _exists(conn, candidate):
+    while database_exists(conn, candidate):
         n += 1
         candidate = f"{name}_{n}"
     return candidate
@@ -178,7 +181,7 @@ def _copy(conn: psycopg.Connection[Any], server: PostgresServer, source: str, ta
                         strategy=_strategy(server), mark=mark)
     except TemplateError:  # a session slipped in between the check and the copy
         raise SnapshotError(f"cannot copy {source!r}: new sessions connected to it: "
-                            + "; ".join(_sessions(conn, source))
+                            + "; ".join(open_sessions(conn, source))
                             + ". Close them, or pass force=True (--force).") from None
 
 
@@ -191,13 +194,13 @@ def save_snapshot(server_or_url: PostgresServer | str, source_db: str, name: str
     with ``replace=True``.
     """
     server = resolve_server(server_or_url)
-    db = _db_of(name)
+    db = snapshot_db(name)
     with _admin(server, source_db, db) as conn:
-        if not _exists(conn, source_db):
+        if not database_exists(conn, source_db):
             raise SnapshotError(f"cannot save snapshot {name!r}: database {source_db!r} does "
                                 f"not exist on this server. Pass an existing database (--db "
                                 f"NAME, or the URL's database).")
-        if _exists(conn, db):
+        if database_exists(conn, db):
             mark = database_mark(conn, db)
             if mark is None:
                 raise RefusedError(f"snapshot name {name!r} would use database {db!r}, which "
@@ -213,7 +216,7 @@ def save_snapshot(server_or_url: PostgresServer | str, source_db: str, name: str
                              "datname = %s", (source_db,)).fetchone()
         _copy(conn, server, source_db, db, "snapshot",
               {"snapshot": name, "source": source_db, "owner": owner[0] if owner else None})
-        return _known(conn, name)
+        return known_snapshot(conn, name)
 
 
 def restore_snapshot(server_or_url: PostgresServer | str, name: str, db: str | None = None,
@@ -232,22 +235,22 @@ def restore_snapshot(server_or_url: PostgresServer | str, name: str, db: str | N
 
     if db is None:
         with _admin(server) as conn:
-            db = _known(conn, name).source
+            db = known_snapshot(conn, name).source
         if not db:
             raise SnapshotError(f"snapshot {name!r} does not record its source database; "
                                 f"name the target with db=... (--db)")
     target = db
     with _admin(server, target) as conn:  # never from the database being replaced
-        snap = _known(conn, name)
+        snap = known_snapshot(conn, name)
         mark = database_mark(conn, snap.database) or {}
         _free_sessions(conn, snap.database, True, f"restore from snapshot {name!r}")
         terminated: tuple[str, ...] = ()
         kept: str | None = None
-        exists = _exists(conn, target)
+        exists = database_exists(conn, target)
         if exists:
             terminated = _free_sessions(conn, target, force, f"restore over {target!r}")
         staging = f"{target[:40]}_dbtest_restoring"
-        if _exists(conn, staging):
+        if database_exists(conn, staging):
             drop_database(conn, staging)  # left by a crashed restore; refuses if not ours
         _copy(conn, server, snap.database, staging, "restored",
               {"snapshot": name, "source": snap.source})
@@ -290,6 +293,6 @@ def drop_snapshot(server_or_url: PostgresServer | str, name: str, *, force: bool
                   ) -> None:
     """Drop snapshot ``name`` (sessions on it are terminated unless ``force=False``)."""
     with _admin(resolve_server(server_or_url)) as conn:
-        snap = _known(conn, name)
+        snap = known_snapshot(conn, name)
         _free_sessions(conn, snap.database, force, f"drop snapshot {name!r}")
         drop_database(conn, snap.database)

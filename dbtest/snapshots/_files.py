@@ -12,10 +12,16 @@ from typing import TYPE_CHECKING
 
 from dbtest._databases import admin_connection, create_database, database_mark, drop_database
 from dbtest.errors import RefusedError, SnapshotError
-from dbtest.snapshots._core import SnapshotInfo, _db_of, _exists, _known, resolve_server
+from dbtest.snapshots._core import (
+    SnapshotInfo,
+    database_exists,
+    known_snapshot,
+    resolve_server,
+    snapshot_db,
+)
 
 if TYPE_CHECKING:
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
 
 __all__ = ["export_snapshot", "import_snapshot", "pg_tool"]
 
@@ -72,7 +78,7 @@ def export_snapshot(server_or_url: PostgresServer | str, name: str, path: str | 
     server = _with_version(resolve_server(server_or_url))
     target = Path(path).expanduser().resolve()
     with admin_connection(server.dsn) as conn:
-        snap = _known(conn, name)
+        snap = known_snapshot(conn, name)
     folder = target.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK) or target.is_dir():
         raise SnapshotError(f"cannot write {target}: {folder} is not a writable folder; create "
@@ -97,9 +103,9 @@ def import_snapshot(server_or_url: PostgresServer | str, path: str | Path, name:
     source = Path(path).expanduser()
     if not source.is_file() or not os.access(source, os.R_OK):
         raise SnapshotError(f"cannot import {source}: no such readable file. Check the path.")
-    db = _db_of(name)
+    db = snapshot_db(name)
     with admin_connection(server.dsn) as conn:
-        if _exists(conn, db):
+        if database_exists(conn, db):
             if database_mark(conn, db) is None:
                 raise RefusedError(f"snapshot name {name!r} would use database {db!r}, which "
                                    f"exists and was not created by dbtest. Pick another name.")
@@ -118,7 +124,7 @@ def import_snapshot(server_or_url: PostgresServer | str, path: str | Path, name:
         except BaseException:
             drop_database(conn, db)
             raise
-        return _known(conn, name)
+        return known_snapshot(conn, name)
 
 
 def _with_version(server: PostgresServer) -> PostgresServer:

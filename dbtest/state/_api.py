@@ -108,13 +108,13 @@ _ORDERED = re.compile(r"\border\s+by\b", re.IGNORECASE)
 def _kinds(conn: Connection, oids: list[int]) -> dict[int, str]:
     from sqlalchemy import text
 
-    from dbtest.state._catalog import _kind
+    from dbtest.state._catalog import value_kind
 
     rows = conn.execute(text(
         "SELECT t.oid, bt.typname, bt.typcategory::text FROM pg_type t JOIN pg_type bt ON bt.oid = "
         "CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
         "WHERE t.oid = ANY(:oids)"), {"oids": oids}).all()
-    return {int(o): _kind(str(n), str(c)) for o, n, c in rows}
+    return {int(o): value_kind(str(n), str(c)) for o, n, c in rows}
 
 
 def _label_maps(conn: Connection, labels: Mapping[str, Any] | None, names: list[str]

@@ -11,14 +11,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.errors import SnapshotError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 __all__ = ["Column", "Table", "all_tables", "describe", "resolve_tables"]
-
-INTERNAL_SCHEMA = "dbtest_internal"
 
 # Column defaults whose value differs on every run: timestamps taken from the clock,
 # random uuids. They are masked unless the caller asks otherwise.
@@ -87,7 +86,8 @@ class Table:
                             f"{', '.join(c.name for c in self.columns)}. Use one of them.")
 
 
-def _kind(typname: str, category: str) -> str:
+def value_kind(typname: str, category: str) -> str:
+    """How a column of type *typname* (pg_type category *category*) is rendered."""
     if typname in ("json", "jsonb"):
         return "json"
     if typname in ("timestamptz", "timestamp", "date", "bytea"):
@@ -99,11 +99,11 @@ def _kind(typname: str, category: str) -> str:
     return "other"
 
 
-_TABLES_SQL = """
+_TABLES_SQL = f"""
 SELECT c.oid, n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbtest_internal')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '{INTERNAL_SCHEMA}')
   AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT LIKE 'pg\\_toast%'
 ORDER BY n.nspname = 'public' DESC, n.nspname, c.relname
 """
@@ -140,7 +140,7 @@ def all_tables(conn: Connection) -> list[tuple[int, str, str]]:
     return [(int(o), str(s), str(n)) for o, s, n in conn.execute(text(_TABLES_SQL)).all()]
 
 
-def _table_name(value: Any) -> str:
+def table_name_of(value: Any) -> str:
     """A table name from a string, a SQLAlchemy ``Table`` or a mapped class."""
     if isinstance(value, str):
         return value
@@ -161,7 +161,7 @@ def resolve_tables(conn: Connection, names: tuple[Any, ...]) -> list[int]:
         return [oid for oid, _, name in all_tables(conn) if name != "alembic_version"]
     oids: list[int] = []
     for value in names:
-        name = _table_name(value)
+        name = table_name_of(value)
         oid = conn.execute(text(
             "SELECT c.oid FROM pg_class c WHERE c.oid = coalesce(to_regclass(:n), "
             "to_regclass(quote_ident(:n))) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"),
@@ -191,7 +191,7 @@ def describe(conn: Connection, oids: list[int]) -> dict[int, Table]:
         for rel, num, name, typname, cat, type_sql, default, ident, notnull in conn.execute(
                 text(_COLUMNS_SQL), {"oids": batch}).all():
             cols.setdefault(int(rel), []).append(Column(
-                str(name), int(num), _kind(str(typname), str(cat)), str(type_sql),
+                str(name), int(num), value_kind(str(typname), str(cat)), str(type_sql),
                 None if default is None else str(default), bool(ident), bool(notnull)))
         for oid, schema, name in names:
             tables[int(oid)] = Table(int(oid), str(schema), str(name),

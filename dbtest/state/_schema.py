@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.state._tables import title_name
 from dbtest.state._values import INDENT, SchemaState
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["schema_state_sync"]
 
-_USER_NS = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbtest_internal') "
+_USER_NS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema', '{INTERNAL_SCHEMA}') "
             "AND n.nspname NOT LIKE 'pg\\_%'")
 
 _TABLES = f"""

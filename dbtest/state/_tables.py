@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbtest.errors import SnapshotError
-from dbtest.state._catalog import Table, _table_name, describe, resolve_tables
+from dbtest.state._catalog import Table, describe, resolve_tables, table_name_of
 from dbtest.state._render import (
     MASKED,
     NULL,
@@ -79,7 +79,7 @@ def _order_spec(order_by: OrderSpec, selected: list[int], tables: dict[int, Tabl
         order_by = {tables[selected[0]].display: order_by}
     out: dict[int, tuple[str, ...]] = {}
     for key, cols in order_by.items():
-        oid = resolve_tables(conn, (_table_name(key),))[0]
+        oid = resolve_tables(conn, (table_name_of(key),))[0]
         if oid not in tables:
             tables.update(describe(conn, [oid]))
         names = (cols,) if isinstance(cols, str) else tuple(cols)
