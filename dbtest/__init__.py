@@ -47,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "drop_snapshot": "dbtest.snapshots",
     "check_migrations": "dbtest._migrations_check",
     "assert_migrations": "dbtest._migrations_check",
+    "MigrationReport": "dbtest._migrations_check",
+    "CheckResult": "dbtest._migrations_check",
     # concurrency
     "Scenario": "dbtest.concurrency",
     "run_concurrently": "dbtest.concurrency",
@@ -78,6 +80,8 @@ if TYPE_CHECKING:
     from dbtest._integration import plug_app as plug_app
     from dbtest._isolation import async_savepoint as async_savepoint
     from dbtest._isolation import savepoint as savepoint
+    from dbtest._migrations_check import CheckResult as CheckResult
+    from dbtest._migrations_check import MigrationReport as MigrationReport
     from dbtest._migrations_check import assert_migrations as assert_migrations
     from dbtest._migrations_check import check_migrations as check_migrations
     from dbtest.assertions import Deleted as Deleted
