@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from dbtest.factories import FactoryAccess
     from dbtest.fakes import FastFaker
 
-__all__ = ["SeedContext", "load_seeds", "set_seed"]
+__all__ = ["SeedContext", "load_seeds", "seed_for_set"]
 
 #: factory-boy sequences start here while seeds load, clear of the 0.. that tests use
 SEED_SEQUENCE_START = 1_000_000
@@ -43,7 +43,7 @@ _STATS_SQL = ("SELECT schemaname, relname, n_tup_ins FROM pg_stat_xact_user_tabl
 _MODULES: dict[tuple[str, str], ModuleType] = {}
 
 
-def set_seed(seed: int, name: str) -> int:
+def seed_for_set(seed: int, name: str) -> int:
     """The random seed of set ``name`` under seed number ``seed`` (independent per set, so
     a set's rows do not depend on which other sets were loaded before it)."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
@@ -241,7 +241,7 @@ def _run_python(connection: Connection, item: SeedSet, seed: int, scale: int, in
     from dbtest.factories import bind_session, seed_factories
 
     module = _import(item)
-    own_seed = set_seed(seed, item.name)
+    own_seed = seed_for_set(seed, item.name)
     faker = require_extra("faker", "factories", f"seed set {item.name!r} (ctx.faker)").Faker()
     faker.seed_instance(own_seed)
     seed_factories(own_seed)  # factory.Faker, fuzzy and dbtest Fake declarations
