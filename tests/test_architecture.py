@@ -65,13 +65,15 @@ def test_lazy_and_type_checking_imports_make_no_cycle(tmp_path: Path) -> None:
 
 def test_private_names_across_modules_are_found(tmp_path: Path) -> None:
     root = _package(tmp_path, {
-        "dbtest/pkg/_core.py": "_helper = 1\nPUBLIC = 2\n",
+        "dbtest/pkg/_core.py": "_helper = 1\nPUBLIC = 2\nclass Thing:\n    _secret = 3\n",
+        "dbtest/pkg/_cls.py": "from dbtest.pkg._core import Thing\nX = Thing._secret\n",
         "dbtest/pkg/_user.py": "from dbtest.pkg._core import PUBLIC, _helper\n",
         "dbtest/pkg/_attr.py": ("def f():\n    from dbtest.pkg import _core as core\n"
                                 "    return core._helper, core.PUBLIC, core.__name__\n"),
     })
     assert sorted(_found(root)) == [
         "dbtest.pkg._attr uses _helper, private to dbtest.pkg._core",
+        "dbtest.pkg._cls uses Thing._secret, private to dbtest.pkg._core",
         "dbtest.pkg._user uses _helper, private to dbtest.pkg._core",
     ]
 

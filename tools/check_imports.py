@@ -5,7 +5,8 @@ Fails on:
 * module-level import cycles between dbtest modules. An import inside a function runs
   only when called and one under ``if TYPE_CHECKING:`` never runs, so neither counts;
 * cross-module use of a private name: a ``_name`` defined in one module and imported
-  from it (``from m import _name``) or read from it (``m._name``) in another;
+  from it (``from m import _name``) or read from it (``m._name``, ``m.Class._name`` as
+  ``Class._name``) in another;
 * a private module (``pkg/_mod.py``) imported from outside its package ``pkg``,
   except by the wiring modules listed in ``WIRING`` (each with its reason).
 
@@ -222,8 +223,10 @@ class _Checker:
         return targets
 
     def _check_one(self, module: _Module) -> None:
-        # local names bound to dbtest modules, so ``alias._name`` can be traced
+        # local names bound to dbtest modules, so ``alias._name`` can be traced, and to
+        # public names imported from them (classes), so ``Class._attr`` can be
         bound: dict[str, str] = {}
+        imported: dict[str, str] = {}
         for node in ast.walk(module.tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
@@ -244,6 +247,8 @@ class _Checker:
                         bound[alias.asname or alias.name] = sub
                     elif _is_private(alias.name):
                         self._private_name(module, node, base, alias.name)
+                    else:
+                        imported[alias.asname or alias.name] = base
         for node in ast.walk(module.tree):
             if (
                 isinstance(node, ast.Attribute)
@@ -253,6 +258,14 @@ class _Checker:
                 and f"{bound[node.value.id]}.{node.attr}" not in self.modules
             ):
                 self._private_name(module, node, bound[node.value.id], node.attr)
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+                and _is_private(node.attr)
+            ):
+                self._private_name(module, node, imported[node.value.id],
+                                   f"{node.value.id}.{node.attr}")
 
     def _check_cycles(self) -> None:
         for component in _strongly_connected(self.modules):

@@ -13,15 +13,15 @@ The first argument is the database handle: a ``Session`` or ``Connection`` (``db
 ``async with``.
 
 ==========================  ==============================================================
-module                      helpers
+checks                      helpers
 ==========================  ==============================================================
-:mod:`.rows`                :func:`assert_row_count`, :func:`assert_rows`
-:mod:`.cascade`             :func:`assert_cascade`
-:mod:`.audit`               :func:`audit_foreign_keys`
-:mod:`.changes`             :func:`track_changes`, :class:`Inserted` / :class:`Updated` /
-                            :class:`Deleted`
-:mod:`.aggregate`           :func:`assert_aggregate`
-:mod:`.queries`             :func:`count_queries`, :func:`assert_max_queries`,
+rows                        :func:`assert_row_count`, :func:`assert_rows`
+cascades                    :func:`assert_cascade`
+foreign keys                :func:`audit_foreign_keys`
+change counts               :func:`track_changes` (yields :class:`ChangeCounts`),
+                            :class:`Inserted` / :class:`Updated` / :class:`Deleted`
+aggregates                  :func:`assert_aggregate`
+query counts                :func:`count_queries`, :func:`assert_max_queries`,
                             :func:`assert_num_queries`, :func:`assert_constant_queries`
 ==========================  ==============================================================
 """
