@@ -75,8 +75,6 @@ ALLOWED: frozenset[str] = frozenset({
     "dbtest.fixtures imports dbtest.provision._server, private to dbtest.provision",
     "dbtest.fixtures uses _Pools, private to dbtest._asyncio",
     "dbtest.fixtures uses _sessions, private to dbtest._databases",
-    # factories engineer (factories, bulk)
-    "dbtest.factories imports dbtest.bulk._plan, private to dbtest.bulk",
     # apps engineer (_integration)
     "dbtest._integration uses _isolation, private to dbtest.fixtures",
 })
