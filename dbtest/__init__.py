@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "abulk_insert": "dbtest.bulk",
     "acreate": "dbtest.factories",
     "acreate_batch": "dbtest.factories",
+    "bulk_create": "dbtest.factories",
+    "abulk_create": "dbtest.factories",
+    "ModelFactory": "dbtest.factories",
     "Fake": "dbtest.fakes",
     "FastFaker": "dbtest.fakes",
     # data snapshots
@@ -104,8 +107,11 @@ if TYPE_CHECKING:
     from dbtest.concurrency import Scenario as Scenario
     from dbtest.concurrency import check_anomalies as check_anomalies
     from dbtest.concurrency import run_concurrently as run_concurrently
+    from dbtest.factories import ModelFactory as ModelFactory
+    from dbtest.factories import abulk_create as abulk_create
     from dbtest.factories import acreate as acreate
     from dbtest.factories import acreate_batch as acreate_batch
+    from dbtest.factories import bulk_create as bulk_create
     from dbtest.fakes import Fake as Fake
     from dbtest.fakes import FastFaker as FastFaker
     from dbtest.provision import PostgresServer as PostgresServer
