@@ -15,13 +15,20 @@ that test's fresh database instead. Each **sessionmaker** and **scoped_session**
 to the test's ``db`` connection for the test (``join_transaction_mode="create_savepoint"``:
 the app may commit; all is rolled back), and a ``scoped_session``'s registry holds ``db``
 itself, so ``Session()`` in the app's code, and factories naming it, use the test's session.
-``db`` takes the app's ``expire_on_commit`` and ``autoflush``. ``execution_options`` (e.g.
+``db`` takes the app's ``expire_on_commit`` and ``autoflush``. The async twins work the same
+way in ``async def`` tests: each **async_sessionmaker** is bound to the test's
+``async_db_connection`` and an **async_scoped_session**'s registry holds ``async_db``, so the
+app's async sessions join the test's transaction on the test's event loop, in every task
+(the app's request handlers run in tasks of their own) (a sync test leaves
+them alone: they could not run on its loop; the app's engines still follow the test
+database there, and the leak check reports what they commit). ``execution_options`` (e.g.
 ``schema_translate_map``) apply to the test's connection and to the app's engines'
 connections; ``connect_args`` are added to the app engines' connect arguments.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +40,7 @@ from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
     from dbtest._workspace import Workspace
@@ -111,12 +119,14 @@ class _Targets:
     engines: list[AppEngine]
     makers: list[Any]  # sessionmaker
     scoped: list[Any]  # scoped_session
+    async_makers: list[Any] = field(default_factory=list)  # async_sessionmaker
+    async_scoped: list[Any] = field(default_factory=list)  # async_scoped_session
 
 
 def _classify(targets: tuple[Any, ...], connect_args: dict[str, Any],
               execution_options: dict[str, Any]) -> _Targets:
     from sqlalchemy import Engine
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_scoped_session, async_sessionmaker
     from sqlalchemy.orm import scoped_session, sessionmaker
 
     found = _Targets([], [], [])
@@ -131,18 +141,17 @@ def _classify(targets: tuple[Any, ...], connect_args: dict[str, Any],
             found.makers.append(obj)
         elif isinstance(obj, scoped_session):
             found.scoped.append(obj)
-        elif type(obj).__name__ in ("async_sessionmaker", "async_scoped_session"):
-            raise ConfigError(
-                f"plug_app(): {name} is an {type(obj).__name__}, which plug_app does not bind "
-                f"yet. Pass the app's AsyncEngine instead (it follows the test database), and "
-                f"bind the factory in an async fixture: {type(obj).__name__}.configure("
-                f"bind=async_db_connection, join_transaction_mode=\"create_savepoint\").")
+        elif isinstance(obj, async_sessionmaker):
+            found.async_makers.append(obj)
+        elif isinstance(obj, async_scoped_session):
+            found.async_scoped.append(obj)
         else:
             raise ConfigError(
                 f"plug_app(): {name} is a {type(obj).__module__}.{type(obj).__qualname__}, "
-                f"not an Engine, AsyncEngine, sessionmaker or scoped_session. Pass the app's "
-                f"engine or session factory itself (e.g. 'myapp.db:SessionLocal', not a "
-                f"function returning one or a Session instance).")
+                f"not an Engine, AsyncEngine, sessionmaker, scoped_session, "
+                f"async_sessionmaker or async_scoped_session. Pass the app's engine or "
+                f"session factory itself (e.g. 'myapp.db:SessionLocal', not a function "
+                f"returning one or a Session instance).")
     return found
 
 
@@ -211,22 +220,23 @@ def database_url(config: pytest.Config, driver: str | None = None) -> str:
 
 def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
              connect_args: dict[str, Any] | None = None, autouse: bool = True,
-             ) -> Callable[..., Iterator[Session | None]]:
+             ) -> Callable[..., Iterator[Any]]:
     """An autouse fixture pointing the app's engines and session factories at the test
     database (see the module docstring). Assign it to a name in ``conftest.py``.
 
-    ``targets`` are ``Engine``, ``AsyncEngine``, ``sessionmaker`` or ``scoped_session``
-    objects, or import paths to them (``"module:attr"``), resolved when the run first
-    needs a database. ``execution_options`` and ``connect_args`` add to the
-    ``execution_options`` / ``connect_args`` settings. The engines follow the test
-    database for the whole run, from before the first session- or module-scoped fixture;
-    the fixture yields ``db`` when the app has session factories.
+    ``targets`` are ``Engine``, ``AsyncEngine``, ``sessionmaker``, ``scoped_session``,
+    ``async_sessionmaker`` or ``async_scoped_session`` objects, or import paths to them
+    (``"module:attr"``), resolved when the run first needs a database. ``execution_options``
+    and ``connect_args`` add to the ``execution_options`` / ``connect_args`` settings. The
+    engines follow the test database for the whole run, from before the first session- or
+    module-scoped fixture; the fixture yields ``db`` when the app has sync session
+    factories, else ``async_db`` in an ``async def`` test when it has async ones.
     """
     plug = _Plug(targets, dict(execution_options or {}), dict(connect_args or {}))
     _PLUGS.append(plug)
 
     @pytest.fixture(autouse=autouse)
-    def _fixture(request: pytest.FixtureRequest) -> Iterator[Session | None]:
+    def _fixture(request: pytest.FixtureRequest) -> Iterator[Any]:
         from dbtest.fixtures import _isolation
 
         workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
@@ -237,17 +247,30 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
             fresh_url = request.getfixturevalue("_dbtest_fresh").url
             for app_engine in found.engines:
                 app_engine.point_at(fresh_url)
-        db: Session | None = None
+        sessions = _Sessions()
         if found.makers or found.scoped:
-            db = request.getfixturevalue("db")
+            sessions.db = request.getfixturevalue("db")
             conn = request.getfixturevalue("db_connection")
             if options:
                 conn.execution_options(**options)
-            _share_options(db, [*found.scoped, *found.makers])
-        fresh_engine = request.getfixturevalue("_dbtest_fresh").engine if fresh else None
+            _share_options(sessions.db, [*found.scoped, *found.makers])
+        if (found.async_makers or found.async_scoped) and inspect.iscoroutinefunction(
+                getattr(request.node, "obj", None)):
+            # the async session lives on the test's loop: only an async test can use it
+            sessions.async_db = request.getfixturevalue("async_db")
+            aconn = request.getfixturevalue("async_db_connection")
+            if options:
+                aconn.sync_connection.execution_options(**options)
+            _share_options(sessions.async_db.sync_session,
+                           [*found.async_scoped, *found.async_makers])
+        if fresh:
+            fresh_db = request.getfixturevalue("_dbtest_fresh")
+            sessions.fresh_engine = fresh_db.engine
+            if sessions.async_db is not None:
+                sessions.fresh_async_url = fresh_db.async_url
         try:
-            with _bound(found, db, fresh_engine):
-                yield db
+            with _bound(found, sessions):
+                yield sessions.db if sessions.db is not None else sessions.async_db
         finally:
             if fresh:  # back to the worker database before the fresh one is dropped
                 worker = workspace.worker_database(workspace.default_key())
@@ -264,36 +287,75 @@ def _share_options(db: Session, factories: list[Any]) -> None:
             setattr(db, key, value)
 
 
+@dataclass
+class _Sessions:
+    """The test's sessions the app's factories are bound to, and where a fresh test's are."""
+
+    db: Session | None = None
+    async_db: AsyncSession | None = None
+    fresh_engine: Engine | None = None
+    fresh_async_url: str | None = None
+
+
+def _engine_of(bind: Any) -> Any:
+    """The sync ``Engine`` behind a factory's bind (engine, connection, async or not)."""
+    return getattr(getattr(bind, "sync_engine", bind), "engine", None)
+
+
 class _bound:
-    """Bind the app's session factories to the test's ``db`` and restore them after.
+    """Bind the app's session factories to the test's sessions and restore them after.
 
     In a savepoint test, sessions from the app's factories join the test's transaction on
-    ``db``'s connection. In a fresh test they commit for real: a factory bound to one of the
-    app's engines keeps it (it points at the fresh database now), others get the fresh
-    database's engine.
+    ``db``'s (or ``async_db``'s) connection. In a fresh test they commit for real: a factory
+    bound to one of the app's engines keeps it (it points at the fresh database now), others
+    get an engine on the fresh database.
     """
 
-    def __init__(self, found: _Targets, db: Session | None, fresh_engine: Engine | None,
-                 ) -> None:
-        self.found, self.db, self.fresh_engine = found, db, fresh_engine
+    def __init__(self, found: _Targets, sessions: _Sessions) -> None:
+        self.found, self.sessions = found, sessions
         self.saved: list[tuple[Any, dict[str, Any]]] = []
         self.previous: list[tuple[Any, Any]] = []
+        self.registries: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> None:
-        if self.db is None:
-            return
-        makers = [*self.found.makers, *(s.session_factory for s in self.found.scoped)]
+        from sqlalchemy.util import ScopedRegistry
+
+        found, sessions = self.found, self.sessions
+        if sessions.db is not None:
+            self._bind([*found.makers, *(s.session_factory for s in found.scoped)],
+                       sessions.db.get_bind(), sessions.fresh_engine)
+            self._hold(found.scoped, sessions.db)
+        if sessions.async_db is not None:
+            fresh: Any = None
+            if sessions.fresh_async_url is not None:
+                from sqlalchemy.ext.asyncio import create_async_engine
+                from sqlalchemy.pool import NullPool
+
+                # no pool: nothing of it outlives the test's loop
+                fresh = create_async_engine(sessions.fresh_async_url, poolclass=NullPool)
+            self._bind([*found.async_makers, *(s.session_factory for s in found.async_scoped)],
+                       sessions.async_db.bind, fresh)
+            for scoped in found.async_scoped:
+                # its scope is usually the current task: the test's task does not exist yet
+                # (this fixture runs outside the loop), and the app's request handlers run
+                # in tasks of their own; so every scope gets the test's session meanwhile
+                self.registries.append((scoped, scoped.registry))
+                scoped.registry = ScopedRegistry(scoped.registry.createfunc, lambda: None)
+                scoped.registry.set(sessions.async_db)
+
+    def _bind(self, makers: list[Any], connection: Any, fresh_engine: Any) -> None:
         engines = {id(e.engine) for e in self.found.engines}
         for maker in makers:
-            bind = maker.kw.get("bind")
-            if self.fresh_engine is not None and id(getattr(bind, "engine", None)) in engines:
+            if fresh_engine is not None and id(_engine_of(maker.kw.get("bind"))) in engines:
                 continue
             self.saved.append((maker, dict(maker.kw)))
-            if self.fresh_engine is not None:
-                maker.configure(bind=self.fresh_engine)
+            if fresh_engine is not None:
+                maker.configure(bind=fresh_engine)
             else:
-                maker.configure(bind=self.db.get_bind(), join_transaction_mode="create_savepoint")
-        for scoped in self.found.scoped:
+                maker.configure(bind=connection, join_transaction_mode="create_savepoint")
+
+    def _hold(self, scoped_sessions: list[Any], session: Any) -> None:
+        for scoped in scoped_sessions:
             try:
                 has = scoped.registry.has()
             except Exception:
@@ -302,7 +364,7 @@ class _bound:
                 # under another scope commits for real, which the leak check reports
                 continue
             self.previous.append((scoped, scoped.registry() if has else None))
-            scoped.registry.set(self.db)
+            scoped.registry.set(session)
 
     def __exit__(self, *exc: object) -> None:
         for scoped, previous in reversed(self.previous):
@@ -310,6 +372,9 @@ class _bound:
             if previous is not None:
                 scoped.registry.set(previous)
         self.previous.clear()
+        for scoped, registry in reversed(self.registries):
+            scoped.registry = registry
+        self.registries.clear()
         for maker, kw in reversed(self.saved):
             maker.kw.clear()
             maker.kw.update(kw)

@@ -223,7 +223,8 @@ dbtest_app = plug_app({target!r})
 @pytest.mark.parametrize(("target", "expected"), [
     ("nosuchapp.db:engine", "importing module 'nosuchapp.db' of 'nosuchapp.db:engine' failed"),
     ("os:no_engine", "'os:no_engine' does not resolve"),
-    ("os:sep", "is a builtins.str, not an Engine, AsyncEngine, sessionmaker or scoped_session"),
+    ("os:sep", "is a builtins.str, not an Engine, AsyncEngine, sessionmaker, scoped_session, "
+             "async_sessionmaker or async_scoped_session"),
     ("sqlalchemy.ext.asyncio:async_sessionmaker.__call__",
      "is a builtins.function, not an Engine"),
 ])
