@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = ["AppEngine", "database_url", "plug_app", "session_options", "start_run"]
 
+#: a target naming a fixture of the app's tests (its engine or session factory) this way is
+#: taken from each test that uses that fixture
+FIXTURE = "fixture:"
+
 #: connect arguments that say where and as whom to connect: replaced by the test database's
 _LOCATION = ("host", "hostaddr", "port", "dbname", "database", "user", "password", "service",
              "sslmode", "dsn")
@@ -123,16 +127,20 @@ class _Targets:
     async_scoped: list[Any] = field(default_factory=list)  # async_scoped_session
 
 
-def _classify(targets: tuple[Any, ...], connect_args: dict[str, Any],
-              execution_options: dict[str, Any]) -> _Targets:
+def _classify(targets: tuple[Any, ...] | list[Any], connect_args: dict[str, Any],
+              execution_options: dict[str, Any], labels: list[str] | None = None,
+              ) -> _Targets:
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine, async_scoped_session, async_sessionmaker
     from sqlalchemy.orm import scoped_session, sessionmaker
 
     found = _Targets([], [], [])
-    for target in targets:
-        name = target if isinstance(target, str) else repr(target)
-        obj = import_object(target, what="plug_app()") if isinstance(target, str) else target
+    for i, target in enumerate(targets):
+        if labels is not None:  # objects a fixture returned
+            name, obj = labels[i], target
+        else:
+            name = target if isinstance(target, str) else repr(target)
+            obj = import_object(target, what="plug_app()") if isinstance(target, str) else target
         if isinstance(obj, AsyncEngine):
             obj = obj.sync_engine
         if isinstance(obj, Engine):
@@ -160,10 +168,14 @@ class _Plug:
 
     def __init__(self, targets: tuple[Any, ...], execution_options: dict[str, Any],
                  connect_args: dict[str, Any]) -> None:
-        self.targets = targets
+        self.fixtures = [t.removeprefix(FIXTURE) for t in targets
+                         if isinstance(t, str) and t.startswith(FIXTURE)]
+        self.targets = tuple(t for t in targets if not (isinstance(t, str)
+                                                        and t.startswith(FIXTURE)))
         self.execution_options = execution_options
         self.connect_args = connect_args
         self.found: _Targets | None = None
+        self.fixture_engines: dict[int, AppEngine] = {}  # id(engine) ->
 
     def start(self, workspace: Workspace) -> _Targets:
         """Resolve the targets and point the engines at the worker database (once)."""
@@ -181,8 +193,34 @@ class _Plug:
             workspace.on_close.append(self.stop)
         return self.found
 
+    def for_test(self, request: pytest.FixtureRequest, workspace: Workspace) -> _Targets:
+        """The targets of this test: the import-path ones, and the ``fixture:`` ones this
+        test uses (an app fixture's engine follows the test database from then on)."""
+        found = self.start(workspace)
+        names = [n for n in self.fixtures if n in request.fixturenames]
+        if not names:
+            return found
+        extra = _classify([request.getfixturevalue(n) for n in names],
+                          {**workspace.settings.connect_args, **self.connect_args},
+                          self.options(workspace), labels=[f"fixture {n!r}" for n in names])
+        engines = []
+        for app_engine in extra.engines:
+            known = self.fixture_engines.get(id(app_engine.engine))
+            if known is None:
+                known = self.fixture_engines[id(app_engine.engine)] = app_engine
+                worker = workspace.worker_database(workspace.default_key())
+                app_engine.point_at(worker.url)
+                workspace.on_close.append(app_engine.restore)
+                workspace.on_reset.append(app_engine.engine.dispose)
+            engines.append(known)
+        return _Targets([*found.engines, *engines], [*found.makers, *extra.makers],
+                        [*found.scoped, *extra.scoped],
+                        [*found.async_makers, *extra.async_makers],
+                        [*found.async_scoped, *extra.async_scoped])
+
     def stop(self) -> None:
         self.found = None
+        self.fixture_engines.clear()
 
     def options(self, workspace: Workspace) -> dict[str, Any]:
         return {**workspace.settings.execution_options, **self.execution_options}
@@ -225,8 +263,12 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
     database (see the module docstring). Assign it to a name in ``conftest.py``.
 
     ``targets`` are ``Engine``, ``AsyncEngine``, ``sessionmaker``, ``scoped_session``,
-    ``async_sessionmaker`` or ``async_scoped_session`` objects, or import paths to them
-    (``"module:attr"``), resolved when the run first needs a database. ``execution_options``
+    ``async_sessionmaker`` or ``async_scoped_session`` objects, import paths to them
+    (``"module:attr"``), resolved when the run first needs a database, or
+    ``"fixture:<name>"`` for one the app's own test fixture returns (bound in the tests
+    that use that fixture; an engine made by a fixture follows the test database from the
+    first test using it on, so build it on dbtest's database where a wider-scoped fixture
+    uses it first). ``execution_options``
     and ``connect_args`` add to the ``execution_options`` / ``connect_args`` settings. The
     engines follow the test database for the whole run, from before the first session- or
     module-scoped fixture; the fixture yields ``db`` when the app has sync session
@@ -240,7 +282,7 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
         from dbtest.fixtures import _isolation
 
         workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
-        found = plug.start(workspace)
+        found = plug.for_test(request, workspace)
         options = plug.options(workspace)
         fresh = _isolation(request, workspace) == "fresh"
         if fresh:

@@ -1,5 +1,6 @@
 """``plug_app`` with an async app's session factories: ``async_sessionmaker`` and
-``async_scoped_session`` (by import path), on pytest-asyncio and on anyio tests.
+``async_scoped_session`` (by import path or ``fixture:`` name), on pytest-asyncio and on
+anyio tests.
 
 The app below commits through its own factories, as a request handler would. In a savepoint
 test that commit must land in the test's transaction (the test's ``async_db`` sees it, the
@@ -78,6 +79,17 @@ def test_5_a_sync_test_leaves_the_async_factories_alone():
 async def test_6_factories_restored_after_each_test(async_db):
     await asyncapp.add("d")
     assert await async_db.scalar(COUNT) == 1
+
+
+async def test_7_a_factory_made_by_a_fixture(maker, async_db):
+    async with maker() as session:
+        await session.execute(text("INSERT INTO things VALUES ('e')"))
+        await session.commit()
+    assert await async_db.scalar(COUNT) == 1
+
+
+async def test_8_nothing_leaked_from_it(async_db):
+    assert await async_db.scalar(COUNT) == 0
 """
 
 CONFTEST = """
@@ -85,7 +97,16 @@ import pytest
 
 from dbtest import plug_app
 
-dbtest_app = plug_app("asyncapp:engine", "asyncapp:SessionLocal", "asyncapp:Scoped")
+import dbtest
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+dbtest_app = plug_app("asyncapp:engine", "asyncapp:SessionLocal", "asyncapp:Scoped",
+                      "fixture:maker")
+
+
+@pytest.fixture(scope="session")
+def maker(pytestconfig):             # the app's tests build their own factory
+    return async_sessionmaker(create_async_engine(dbtest.database_url(pytestconfig, "asyncpg")))
 
 
 @pytest.fixture
@@ -106,7 +127,7 @@ def test_async_session_factories(pytester: pytest.Pytester,
                                'pythonpath = ["."]\n')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly",
                                            "-W", "error::pytest.PytestWarning")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=8)
 
 
 def test_async_factory_without_its_fixtures_is_left_alone(pytester: pytest.Pytester,
