@@ -5,12 +5,15 @@ server (a libpq or SQLAlchemy URL of any database on it); after each test, teard
 the probe opens a new connection to every non-template database on that server except
 ``postgres`` and counts the rows of every table outside the system schemas (``alembic_version``
 aside). Rows seen there were committed by a test and are visible to the next one: leaked.
+Under xdist each worker counts after its own tests (so a row another worker committed is
+counted by both) and the controller sums the workers' counts.
 ``LEAKPROBE_OUT`` (optional) receives the per-test counts as JSON; the terminal summary gives
 the totals.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -68,13 +71,26 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
         _COUNTS[item.nodeid] = _rows_per_table(url)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its counts to the controller through ``LEAKPROBE_OUT.<id>``."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    out = os.environ.get("LEAKPROBE_OUT")
+    if worker and out:
+        with open(f"{out}.{worker}", "w") as f:
+            json.dump(_COUNTS, f)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One line of totals; the per-test counts go to ``LEAKPROBE_OUT``."""
+    out = os.environ.get("LEAKPROBE_OUT")
+    if out and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller: merge workers'
+        for part in sorted(glob.glob(f"{glob.escape(out)}.gw*")):
+            with open(part) as f:
+                _COUNTS.update(json.load(f))
     total = sum(sum(c.values()) for c in _COUNTS.values())
     dirty = sum(1 for c in _COUNTS.values() if c)
     terminalreporter.write_line(
         f"leakprobe: {total} rows visible after {dirty} of {len(_COUNTS)} tests")
-    out = os.environ.get("LEAKPROBE_OUT")
     if out:
         with open(out, "w") as f:
             json.dump({"rows_after_tests": total, "tests_with_rows": dirty,
