@@ -66,3 +66,22 @@ for variant in baseline dbtest; do
 done
 echo "failing in dbtest only:"; comm -13 "$WORK/baseline.failed" "$WORK/dbtest.failed"
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK"
+# rows in the database the worker's next test uses (the probe sees every database, the other
+# worker's mid-test ones too): baseline app_baseline_<worker>; dbtest its worker database and
+# the template fresh clones copy (its dbtest_internal bookkeeping aside)
+"$VENV/bin/python" - "$WORK" <<'EOF'
+import glob, json, sys
+for variant in ("baseline", "dbtest"):
+    rows = tests = 0
+    for part in glob.glob(f"{sys.argv[1]}/{variant}.json.gw*"):
+        worker = part.rsplit(".", 1)[1]
+        for counts in json.load(open(part)).values():
+            tests += 1
+            for key, n in counts.items():
+                db = key.split(".")[0]
+                mine = (db == f"app_baseline_{worker}" if variant == "baseline" else
+                        (db.startswith("dbtest_w_") and f"_{worker}_" in db
+                         or db.startswith("dbtest_tpl")) and ".dbtest_internal." not in key)
+                rows += n if mine else 0
+    print(f"{variant}: {rows} rows left for the next test of the same worker, {tests} tests")
+EOF
