@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbtest._commands import all_commands, version
-from dbtest._commands._spec import GLOBAL_SETTINGS, PROG, Command, Invocation, error
+from dbtest._commands._spec import GLOBAL_SETTINGS, PROG, Command, Invocation
+from dbtest._commands._spec import error as _error  # the one error printer of main
 from dbtest.errors import DbtestError
 from dbtest.settings import BACKENDS, HELP
 
@@ -183,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbtestError as exc:
         if args.raiseerr:
             raise
-        error(str(exc))
+        _error(str(exc))
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
