@@ -31,21 +31,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbtest._commands import all_commands, version
-from dbtest._commands._spec import GLOBAL_SETTINGS, PROG, Command, Invocation
-from dbtest._commands._spec import error as _error  # the one error printer of main
+from dbtest._commands import GLOBAL_SETTINGS, PROG, Command, Invocation, all_commands, version
+from dbtest._commands import error as _error  # the one error printer of main
 from dbtest.errors import DbtestError
 from dbtest.settings import BACKENDS, HELP
 
 if TYPE_CHECKING:
     from dbtest.settings import Settings
 
-__all__ = ["PROG", "SUBCOMMANDS", "Command", "Subcommand", "build_parser", "main"]
+__all__ = ["PROG", "SUBCOMMANDS", "Command", "add_arguments", "build_parser", "cli_parameters",
+           "main", "run_command"]
 
 #: every subcommand by name, in the order ``dbtest --help`` lists them
 SUBCOMMANDS: dict[str, Command] = {command.command_name: command for command in all_commands()}
-#: the former name of :class:`Command` (one ``dbtest <name>``)
-Subcommand = Command
 
 _VALUE_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str,
                                                 "Path": Path}

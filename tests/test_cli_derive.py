@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from dbtest import cli
-from dbtest._commands import GROUPS, all_commands
-from dbtest._commands._spec import Command, Invocation
+from dbtest._commands import GROUPS, Command, Invocation, all_commands
+from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:
     from dbtest.settings import Settings
@@ -160,3 +160,16 @@ def test_every_group_contributes_its_commands_in_help_order() -> None:
 def test_the_real_commands_keep_their_options(argv: list[str], expected: dict[str, Any]) -> None:
     args = cli.build_parser().parse_args(argv)
     assert {key: getattr(args, key) for key in expected} == expected
+
+
+def test_raiseerr_shows_the_traceback(frob: Command, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def failing(settings: Settings) -> None:
+        """Fail."""
+        raise ConfigError("set it right")
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "frob", Command(failing))
+    assert cli.main(["frob"]) == 1
+    assert capsys.readouterr().err == "dbtest: error: set it right\n"
+    with pytest.raises(ConfigError, match="set it right"):
+        cli.main(["--raiseerr", "frob"])

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import importlib
 
-from dbtest._commands._spec import Command
+from dbtest._commands._spec import GLOBAL_SETTINGS, PROG, Command, Invocation, error
 
-__all__ = ["GROUPS", "all_commands", "version"]
+__all__ = ["GLOBAL_SETTINGS", "GROUPS", "PROG", "Command", "Invocation", "all_commands", "error",
+           "version"]
 
 #: the command group modules, in the order ``dbtest --help`` lists their commands
 GROUPS = ("server", "doctor", "clean", "seed", "snapshot", "migrations", "cache")
