@@ -23,7 +23,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dbtest.errors import DbtestError, PostgresNotFound
 
@@ -158,7 +158,8 @@ def wait_for_cache(settings: Settings, timeout: float = 120.0) -> None:
             time.sleep(0.2)
 
 
-def cache_command(settings: Settings, action: str, *, verbose: bool = False) -> str:
+def cache_command(settings: Settings, action: Literal["key", "path", "wait"],
+                  verbose: bool = False) -> str:
     """Keep the cached cluster in a CI cache: 'key' prints the cache key, 'path' the folder
     to save and restore, 'wait' waits for background copies into it to finish.
 
@@ -166,6 +167,10 @@ def cache_command(settings: Settings, action: str, *, verbose: bool = False) -> 
     (PostgreSQL binaries and major version, schema fingerprint, template seeds, dbtest's
     formats): a cache restored under the same key starts warm, with no initdb and no
     migrations.
+
+    :param action: key: the CI cache key; path: the folder to save and restore; wait:
+        until background copies into it are done
+    :param verbose: with key: also print what the key is made of
     """
     if action == "key":
         key = cache_key(settings)

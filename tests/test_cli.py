@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -222,7 +223,8 @@ def test_keyboard_interrupt_exits_130(workdir: Path, monkeypatch: pytest.MonkeyP
     def interrupted(settings: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "doctor", interrupted)
+    doctor = dataclasses.replace(cli.SUBCOMMANDS["doctor"], function=interrupted)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "doctor", doctor)
     assert cli.main(["doctor"]) == 130
 
 

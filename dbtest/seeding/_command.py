@@ -44,6 +44,15 @@ def seed_command(settings: Settings, names: Sequence[str], url: str | None = Non
     line on ``err`` (stderr) when ``progress``, prints the rows-per-table table on ``out``
     (stdout) and returns the :class:`SeedReport`. ``dry_run`` loads then rolls back.
     Ctrl-C rolls back and raises :class:`SeedError`; so does any failing set.
+
+    :param names: seed sets to load
+    :param url: the database (on the command line: the global ``--url``)
+    :param seed: random seed (same seed, same rows)
+    :param scale: multiplier for the sets' rows
+    :param dry_run: load, report, then roll back
+    :param progress: show a progress line on stderr
+    :param out: where the rows-per-table table goes (default: stdout)
+    :param err: where the progress line goes (default: stderr)
     """
     from dbtest.seeding._loader import load_seeds
     from dbtest.seeding._sets import available_sets, resolve_sets
