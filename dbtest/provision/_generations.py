@@ -44,6 +44,10 @@ PROJECT_KEEP_DAYS = 7.0
 PROJECTS_KEPT = 3
 #: a half-written generation without a writer pid (older dbtest) is stale after this
 LEGACY_PARTIAL_GRACE_S = 600.0
+#: a start waits up to this long for a newer generation of its own project that a live
+#: process is still writing (the previous run's background persist): starting from an
+#: older one would build every template again
+PENDING_WAIT_S = 30.0
 # gen-<ns>, gen-<ns>.partial (older dbtest), gen-<ns>.partial-<writer identity>
 _NAME = re.compile(r"gen-(\d+)(?:\.partial(?:-(\d+-\d+))?)?")
 # what a prune renamed aside before deleting it: gen-<ns>.trash-<identity>
@@ -130,9 +134,29 @@ def _current(cluster_dir: Path) -> str | None:
         return None
 
 
-def pick(cluster_dir: Path, project: str | None) -> tuple[Path, GenerationLock] | None:
+def _writing(cluster_dir: Path, project: str) -> bool:
+    """Whether a live process writes a generation of ``project`` newer than its newest
+    complete one (its meta is written before the copy starts: see :func:`store`)."""
+    newest = 0
+    pending = []
+    for gen in generations(cluster_dir):
+        if project_of(cluster_dir / f"gen-{gen.made_ns}") != project:
+            continue
+        if gen.complete:
+            newest = gen.made_ns
+        elif gen.writer is not None:
+            pending.append(gen)
+    return any(g.made_ns > newest and lifetime.identity_alive(g.writer or "") for g in pending)
+
+
+def pick(cluster_dir: Path, project: str | None,
+         wait: float = PENDING_WAIT_S) -> tuple[Path, GenerationLock] | None:
     """The generation a run of ``project`` starts from, locked: the newest one that
-    ``project`` made, else ``current``. ``None`` when there is none yet."""
+    ``project`` made, else ``current``. ``None`` when there is none yet. A newer one of
+    ``project`` still being written is waited for (up to ``wait`` seconds)."""
+    deadline = time.monotonic() + wait
+    while project and time.monotonic() < deadline and _writing(cluster_dir, project):
+        time.sleep(0.01)
     for _ in range(5):  # each miss means a prune or a new generation just happened
         complete = [g.path for g in generations(cluster_dir) if g.complete]
         candidates = [p for p in reversed(complete) if project and project_of(p) == project][:1]
@@ -304,6 +328,8 @@ def _remove(gen: Generation, dry_run: bool) -> bool:
         shutil.rmtree(trash, ignore_errors=True)
         for suffix in (".size", ".json"):
             gen.path.with_name(gen.path.name + suffix).unlink(missing_ok=True)
+        # a half-written one's meta is under its final name (see store)
+        gen.path.with_name(f"gen-{gen.made_ns}.json").unlink(missing_ok=True)
         gen.lock.unlink(missing_ok=True)
         return not trash.exists()
     finally:
@@ -326,15 +352,16 @@ def store(data: Path, cluster_dir: Path, project: str | None) -> Path:
 
     name = f"gen-{time.time_ns()}"
     partial = cluster_dir / f"{name}.partial-{lifetime.identity()}"
+    write_meta(cluster_dir / name, project)  # first: a start then waits for this copy
     proc = subprocess.run(["cp", "-a", str(data), str(partial)], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
+        (cluster_dir / f"{name}.json").unlink(missing_ok=True)
         raise ProvisionError(f"copying {data} into the cache ({partial}) failed: "
                              f"{proc.stderr.strip()}. Free some space there, or set cache_dir "
                              f"to another folder.")
     (partial / "postmaster.pid").unlink(missing_ok=True)
-    write_meta(cluster_dir / name, project)
     partial.rename(cluster_dir / name)
     point_current(cluster_dir, name)
     return cluster_dir / name
