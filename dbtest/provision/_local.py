@@ -26,6 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from dbtest.errors import ProvisionError, StartupFailed
+from dbtest.provision import _fastpath as fastpath
 from dbtest.provision import _generations as generations
 from dbtest.provision import _lifetime as lifetime
 from dbtest.provision import _spares as spares
@@ -315,7 +316,7 @@ class LocalCluster:
             finally:
                 self._copied.set()  # the cache writer may now delete a fresh source
             sockets.mkdir(mode=0o700)
-            chown_tree(self.run_dir, self.account)
+            fastpath.give_run_dir(self.run_dir, data, sockets, self.account)
             try:
                 server = self._spawn(data, sockets, timeout)
             except StartupFailed:
@@ -342,7 +343,10 @@ class LocalCluster:
             self.wait_cached(timeout=120)  # a failed start leaves no half-written cache copy
             raise
         if not fresh:
-            spares.prepare(ns, self.cluster_dir.name, source)
+            # off the caller's path (a sweep and a fork, 3-9 ms); not a daemon thread: an
+            # exiting process still starts the copy
+            threading.Thread(target=spares.prepare, args=(ns, self.cluster_dir.name, source),
+                             name="dbtest-spare").start()
         return server
 
     def detach(self) -> None:
@@ -413,9 +417,10 @@ class LocalCluster:
             args += ["-c", f"{key}={value}"]
         log_path = data.parent / "postgres.log"  # data lives in the run folder
         log = log_path.open("wb")
-        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+        cmd, switch = fastpath.as_account(args, self.account)
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                      cwd=data.parent, **self._as_account())
+                                      cwd=data.parent, **switch)
         log.close()
         reg = lifetime.Registration(self._owner, self._proc.pid, str(data.parent), time.time())
         try:
@@ -424,9 +429,14 @@ class LocalCluster:
             raise ProvisionError(f"could not register the server in {self.registry}: "
                                  f"{exc.strerror}. Check free space and permissions of the "
                                  f"cache dir, or set cache_dir.") from None
-        self._watchdog = lifetime.start_watchdog(reg, self._entry)
+        watchdog = fastpath.WatchdogStart(reg, self._entry)
         params = ConnectionParams(host=str(sockets), port=int(settings["port"]), user="postgres")
-        version, version_num = self._wait_ready(data, params, timeout)
+        try:
+            version, version_num = self._wait_ready(data, params, timeout)
+        finally:
+            self._watchdog = watchdog.join()  # stop() releases it should the start fail
+        if self._watchdog is None:
+            raise StartupFailed(f"could not start the server's watchdog: {watchdog.error()}")
         if password:
             self._set_password(params, password)
             params = ConnectionParams("127.0.0.1", int(settings["port"]), "postgres", password)
@@ -451,6 +461,9 @@ class LocalCluster:
                                     f" s:\n{self.log_tail()}")
             # postmaster.pid's last line says "ready" once it accepts connections
             if _pidfile_ready(pidfile):
+                known = fastpath.known_version(self.binaries.version, pidfile, self._proc.pid)
+                if known is not None and self.port is None:
+                    return known
                 try:
                     with psycopg.connect(params.dsn(), connect_timeout=5) as conn:
                         row = conn.execute("SHOW server_version").fetchone()

@@ -199,12 +199,21 @@ def sweep_vanished(base: Path) -> list[Path]:
 
 
 def _make(gen: Path, folder: Path) -> int:
-    """The background job: copy ``gen`` to ``folder`` as a ready spare (and sweep the
-    folders of vanished cache dirs, off the start's path)."""
-    from dbtest.provision._generations import lock_shared
-
+    """The background job: copy ``gen`` to ``folder`` as a ready spare, then sweep the
+    folders of vanished cache dirs (off the start's path)."""
     with contextlib.suppress(OSError):
-        sweep_vanished(folder.parent.parent.parent)
+        os.nice(10)  # it starts as the test run does: on 2 cores the run comes first
+    try:
+        return _copy_spare(gen, folder)
+    finally:
+        # last: it took seconds on a busy machine, and done first it let the lock below
+        # be taken after the test run had ended, while its caller deleted the cache dir
+        with contextlib.suppress(OSError):
+            sweep_vanished(folder.parent.parent.parent)
+
+
+def _copy_spare(gen: Path, folder: Path) -> int:
+    from dbtest.provision._generations import lock_shared
 
     held = lock_shared(gen)
     if held is None:
