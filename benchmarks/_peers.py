@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _background import drop_own_spares  # noqa: F401  (re-exported for the scripts)
+
 REQUIREMENTS = Path(__file__).resolve().with_name("requirements.txt")
 _REQ_HASH = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:10]
 #: named after requirements.txt's hash: a changed file makes a new venv, never changes one
@@ -137,26 +139,6 @@ def _mem_total() -> str:
             if line.startswith("MemTotal"):
                 return f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
     return "RAM ?"
-
-
-def drop_own_spares(cache_dir: Path, timeout: float = 5.0) -> None:
-    """Delete the spare copies dbtest made (on tmpfs) of the clusters cached in ``cache_dir``.
-
-    Only those: a spare is named after its cache generation, and other caches' spares are
-    left alone. Runs before the benchmark deletes its caches.
-    """
-    from dbtest.provision._local import SPARES_PREFIX, run_bases
-
-    gens = [(g.parent.name, g.name) for g in cache_dir.glob("clusters/*/gen-*") if g.is_dir()]
-    deadline = time.monotonic() + timeout
-    for base in run_bases(cache_dir):
-        for cluster, gen in gens:
-            pattern = f"{SPARES_PREFIX}*/{cluster}/{gen}.*"
-            while time.monotonic() < deadline and any(
-                    p.name.endswith(".partial") for p in base.glob(pattern)):
-                time.sleep(0.05)  # a background copy still runs: let it finish first
-            for spare in base.glob(pattern):
-                shutil.rmtree(spare, ignore_errors=True)
 
 
 # -- running as the server account ------------------------------------------------------

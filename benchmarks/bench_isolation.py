@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _isolation_inproc as inproc_mod
 import _isolation_project as P
 import _peers  # a sibling file, not a package
+from _background import drop_namespace
 from _driver import FAST_SETTINGS
 from _peers import ms, p90, print_table, verdict
 
@@ -387,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         _peers.print_load("at end")
         _peers.drop_own_spares(b.cache)
         shutil.rmtree(b.root, ignore_errors=True)
+        drop_namespace(b.cache)
     med = report(b, inproc, fresh)
     targets(b, med, inproc, fresh)
     for check in b.checks:
