@@ -140,6 +140,9 @@ class Bench:
             for run in ("first run", "unchanged rerun"):
                 cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                        "test_warm.py"]
+                # the run before persists its templates in the background: say whether
+                # that copy was still under way (the rerun must then wait for it)
+                copying = any(self.cache.glob("clusters/*/gen-*.partial-*"))
                 started = time.perf_counter()
                 proc = subprocess.run(cmd, cwd=proj, env=self.env_vars, capture_output=True,
                                       text=True, check=False)
@@ -151,7 +154,9 @@ class Bench:
                     continue
                 self.migrations.setdefault(name, []).extend(
                     (run, int(m[3] or 0), f"{m[2]} in {m[4]} ms (whole pytest process "
-                     f"{seconds:.2f} s)") for m in found)
+                     f"{seconds:.2f} s; the previous run's copy into the cache "
+                     f"{'still under way' if copying else 'done'} when it started)")
+                    for m in found)
 
     def start_shared(self) -> None:
         from dbtest.provision import ephemeral_postgres
