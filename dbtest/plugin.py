@@ -290,6 +290,9 @@ def workspace_for(config: pytest.Config) -> Workspace:
             state.workspace = state.prestart.result()  # raises the start's error
             state.prestart = None
         else:
+            from dbtest._prestart import warm_imports
+
+            warm_imports(state.settings.driver)  # then gc.freeze(): see dbtest._prestart
             state.workspace = _new_workspace(config)
     return state.workspace
 

@@ -122,3 +122,53 @@ def test_an_error_of_the_speculative_start_is_silent_when_unused(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["probe: prestarted=True"])
     assert "ProvisionError" not in result.stdout.str()
+
+
+# the first database test finds SQLAlchemy imported and the heap frozen; objects the tests
+# make are still collected (a cycle made in a test is freed by the next gc.collect())
+FROZEN_TESTS = '''
+import gc
+import sys
+import weakref
+
+
+def test_db_first(db):
+    assert "sqlalchemy.orm" in sys.modules and "psycopg" in sys.modules
+    assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
+
+
+class Node:
+    pass
+
+
+def test_cycles_made_by_tests_are_collected():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    del a, b
+    gc.collect()
+    assert ref() is None
+'''
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_imports_warmed_and_heap_frozen_before_the_first_database_test(
+        pytester: pytest.Pytester, mode: str) -> None:
+    p = _project(pytester)
+    p.makepyfile(test_frozen=FROZEN_TESTS)
+    result = run(p, f"--dbtest-prestart={mode}")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_run_without_database_tests_freezes_nothing(pytester: pytest.Pytester) -> None:
+    p = _project(pytester)
+    p.makepyfile(test_plain='''
+        import gc
+        import sys
+
+        def test_plain():
+            assert gc.get_freeze_count() == 0
+            assert "sqlalchemy.orm" not in sys.modules
+    ''')
+    result = run(p)
+    result.assert_outcomes(passed=1)
