@@ -4,7 +4,8 @@ Starting PostgreSQL is mostly waiting (a child process boots, a connection is po
 which a thread can do while the main thread imports and collects test modules. The
 plugin starts a :class:`Prestart` as soon as the run looks like it needs a server (the
 first collected item that uses a database fixture, or at session start when
-``[tool.dbtest]`` exists), and :meth:`Prestart.result` hands the workspace to the first
+``[tool.dbtest]`` exists: then after :data:`SPECULATIVE_DELAY` unless collection ended
+first or found a database test), and :meth:`Prestart.result` hands the workspace to the first
 fixture that needs it: the start's error, if any, is raised there, in the main thread, as
 if the start had happened there (never printed by the thread). When collection ends with
 no item that needs a server, :meth:`Prestart.cancel` stops it as soon as it is up.
@@ -53,6 +54,11 @@ def warm_imports(driver: str = "psycopg", modules: Iterable[str] = WARM_MODULES)
     freeze_heap()
 
 
+#: seconds a speculative start (at session start) waits for a collected database test or
+#: the end of collection: a run with none (unit tests in a configured project) then ends
+#: without starting anything, while a long collection still overlaps the start
+SPECULATIVE_DELAY = 0.1
+
 _frozen = False
 
 
@@ -72,17 +78,22 @@ def freeze_heap() -> None:
 class Prestart:
     """One background start of a :class:`~dbtest._workspace.Workspace`'s server."""
 
-    def __init__(self, make: Callable[[], Workspace]) -> None:
+    def __init__(self, make: Callable[[], Workspace], *, delay: float = 0.0) -> None:
         self._make = make
         self.workspace: Workspace | None = None
         self.error: BaseException | None = None
         self._cancelled = threading.Event()
+        #: set when a collected test needs the server or collection ended: stop waiting
+        self._go = threading.Event()
+        self._delay = delay
         self._thread = threading.Thread(target=self._run, name="dbtest-prestart", daemon=True)
         self._thread.start()
         self._warm: threading.Thread | None = None
 
     def warm(self, driver: str = "psycopg") -> None:
-        """A test needs the server: import what it will need meanwhile (once)."""
+        """A test needs the server: start now, and import what it will need meanwhile
+        (once)."""
+        self._go.set()
         if self._warm is None:
             self._warm = threading.Thread(target=warm_imports, args=(driver,),
                                           name="dbtest-imports", daemon=True)
@@ -90,6 +101,10 @@ class Prestart:
 
     def _run(self) -> None:
         try:
+            if self._delay:  # speculative: a trivial run's collection ends first
+                self._go.wait(self._delay)
+                if self._cancelled.is_set():
+                    return
             workspace = self._make()  # imports most of what the start needs
             self.workspace = workspace
             if not self._cancelled.is_set():  # collection may have ended meanwhile
@@ -100,6 +115,7 @@ class Prestart:
     def cancel(self) -> None:
         """No test needs the server: let :meth:`close` stop it."""
         self._cancelled.set()
+        self._go.set()
 
     def join(self) -> None:
         self._thread.join()
@@ -111,7 +127,8 @@ class Prestart:
         self.join()
         if self.error is not None:
             raise self.error.with_traceback(self.error.__traceback__)
-        assert self.workspace is not None
+        if self.workspace is None:  # cancelled before it began, yet a test asks for it
+            self.workspace = self._make()
         return self.workspace
 
     def close(self) -> None:
@@ -131,7 +148,7 @@ def maybe_start(state: Any, config: Any, make: Callable[[], Workspace], *, contr
         state.prestart_mode = read_mode(config, controller=controller)
     wanted = ("auto",) if speculative else ("auto", "items")
     if state.prestart_mode in wanted and state.prestart is None and state.workspace is None:
-        state.prestart = Prestart(make)
+        state.prestart = Prestart(make, delay=SPECULATIVE_DELAY if speculative else 0.0)
     if not speculative and state.prestart is not None:
         state.prestart.warm(_driver(state))
 

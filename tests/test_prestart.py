@@ -5,6 +5,7 @@ is stopped when no selected test needs it."""
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -172,3 +173,54 @@ def test_a_run_without_database_tests_freezes_nothing(pytester: pytest.Pytester)
     ''')
     result = run(p)
     result.assert_outcomes(passed=1)
+
+
+def test_a_speculative_start_waits_then_does_nothing_once_cancelled() -> None:
+    # the end of collection (cancel) within the delay: the workspace is never made, so a
+    # configured project's run without database tests pays nothing for the start
+    from dbtest._prestart import Prestart
+
+    made: list[int] = []
+
+    def make() -> Any:
+        made.append(1)
+        return object()
+
+    pre = Prestart(make, delay=30.0)
+    pre.cancel()
+    pre._thread.join(timeout=5)
+    assert not pre._thread.is_alive() and made == [] and pre.workspace is None
+    pre.close()  # nothing to stop
+
+
+def test_a_speculative_start_begins_at_once_when_a_test_needs_the_server() -> None:
+    import threading
+
+    from dbtest._prestart import Prestart
+
+    started = threading.Event()
+
+    def make() -> Any:
+        started.set()
+        raise RuntimeError("boom")
+
+    pre = Prestart(make, delay=30.0)
+    pre._go.set()  # what warm() does, without the import thread
+    assert started.wait(timeout=5)
+    with pytest.raises(RuntimeError, match="boom"):
+        pre.result()
+
+
+def test_a_cancelled_start_still_serves_a_test_that_asks_late(pytester: pytest.Pytester
+                                                              ) -> None:
+    # no collected test names a database fixture, so the start is cancelled; a test that
+    # asks for one by name at run time gets a workspace all the same
+    p = _project(pytester)
+    p.makepyfile(test_late='''
+        def test_late(request):
+            db = request.getfixturevalue("db")
+            assert db.connection().exec_driver_sql("select 3").scalar() == 3
+    ''')
+    result = run(p)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["probe: prestarted=True", "*server: PostgreSQL*"])
