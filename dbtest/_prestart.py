@@ -13,8 +13,9 @@ no item that needs a server, :meth:`Prestart.cancel` stops it as soon as it is u
 Once a collected test needs the server, :meth:`Prestart.warm` also imports, in a second
 thread, what the first database test will import (SQLAlchemy, its ORM and the driver:
 about 3/4 of a warm run's CPU time after pytest's own): imports hold the GIL, but a
-starting server mostly waits for its child process, so the two overlap. Then
-:func:`freeze_heap` moves what is alive by then to the garbage collector's permanent
+starting server mostly waits for its child process, so the two overlap. The first
+fixture that gets the workspace then calls :func:`freeze_heap` (in the main thread,
+between tests): it moves what is alive by then to the garbage collector's permanent
 generation, so that pytest's own full collections at the end of the run (one in
 ``pytest_unconfigure``, one in its cleanup, then the interpreter's) do not walk
 SQLAlchemy's hundreds of thousands of objects again and again.
@@ -45,13 +46,12 @@ DRIVER_MODULES = {"psycopg": ("psycopg", "sqlalchemy.dialects.postgresql.psycopg
 
 
 def warm_imports(driver: str = "psycopg", modules: Iterable[str] = WARM_MODULES) -> None:
-    """Import what the first database test needs, then :func:`freeze_heap`. A module
-    that fails to import is left for its real user to report (in the main thread)."""
+    """Import what the first database test needs. A module that fails to import is left
+    for its real user to report (in the main thread)."""
     for name in (*modules, *DRIVER_MODULES.get(driver, ())):
         # e.g. a missing extra: the module's real user raises the clear error
         with contextlib.suppress(Exception):
             importlib.import_module(name)
-    freeze_heap()
 
 
 #: seconds a speculative start (at session start) waits for a collected database test or
@@ -63,15 +63,17 @@ _frozen = False
 
 
 def freeze_heap() -> None:
-    """``gc.freeze()``, once per process: the objects alive now (mostly modules, classes
-    and functions of the libraries just imported, which live until the process ends) are
-    left out of every later collection. Objects made afterwards, by the tests, are
-    collected as before; frozen ones that become garbage in a cycle stay in memory (a few
-    at most: module-level objects rarely die), and ``gc.get_objects()`` no longer lists
-    them (``gc.unfreeze()`` brings them back)."""
+    """``gc.collect()`` then ``gc.freeze()``, once per process: the objects alive now
+    (mostly modules, classes and functions of the libraries just imported, which live until
+    the process ends) are left out of every later collection. The collection first frees
+    the garbage earlier tests left (their finalizers and warnings run now, not at exit).
+    Objects made afterwards are collected as before; frozen ones that become garbage in a
+    cycle stay in memory (a few at most: module-level objects rarely die), and
+    ``gc.get_objects()`` no longer lists them (``gc.unfreeze()`` brings them back)."""
     global _frozen
     if not _frozen:
         _frozen = True
+        gc.collect()
         gc.freeze()
 
 

@@ -286,14 +286,15 @@ def workspace_for(config: pytest.Config) -> Workspace:
     background start, whose error, if any, is raised here)."""
     state = config.stash[WORKSPACE_KEY]
     if state.workspace is None:
+        from dbtest._prestart import freeze_heap, warm_imports
+
         if state.prestart is not None:
             state.workspace = state.prestart.result()  # raises the start's error
             state.prestart = None
         else:
-            from dbtest._prestart import warm_imports
-
-            warm_imports(state.settings.driver)  # then gc.freeze(): see dbtest._prestart
+            warm_imports(state.settings.driver)
             state.workspace = _new_workspace(config)
+        freeze_heap()  # SQLAlchemy is imported: see dbtest._prestart
     return state.workspace
 
 

@@ -133,13 +133,24 @@ import sys
 import weakref
 
 
+class Node:
+    pass
+
+
+EARLIER = []
+
+
+def test_garbage_before_the_first_database_test():
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    EARLIER.append(weakref.ref(a))
+
+
 def test_db_first(db):
     assert "sqlalchemy.orm" in sys.modules and "psycopg" in sys.modules
     assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
-
-
-class Node:
-    pass
+    # collected before the freeze, not frozen with the live objects
+    assert EARLIER[0]() is None
 
 
 def test_cycles_made_by_tests_are_collected():
@@ -158,7 +169,7 @@ def test_imports_warmed_and_heap_frozen_before_the_first_database_test(
     p = _project(pytester)
     p.makepyfile(test_frozen=FROZEN_TESTS)
     result = run(p, f"--dbtest-prestart={mode}")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_a_run_without_database_tests_freezes_nothing(pytester: pytest.Pytester) -> None:
