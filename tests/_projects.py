@@ -24,6 +24,19 @@ class Item(Base):
 '''
 
 
+def _test_loop_scope_line() -> str:
+    """``asyncio_default_test_loop_scope`` where the installed pytest-asyncio knows it (from
+    0.26; with 0.24, the floor, it would be an "unknown config option" warning)."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("pytest-asyncio")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    major_minor = tuple(int(p) for p in version.split(".")[:2])
+    return 'asyncio_default_test_loop_scope = "session"' if major_minor >= (0, 26) else ""
+
+
 def metadata_project(pytester: pytest.Pytester) -> pytest.Pytester:
     """A project whose schema is ``ITEM_MODELS``' metadata, async tests in auto mode on the
     session loop."""
@@ -34,9 +47,9 @@ def metadata_project(pytester: pytest.Pytester) -> pytest.Pytester:
         [tool.pytest.ini_options]
         asyncio_mode = "auto"
         asyncio_default_fixture_loop_scope = "session"
-        asyncio_default_test_loop_scope = "session"
+        {test_loop_scope}
         pythonpath = ["."]
-    '''))
+    ''').format(test_loop_scope=_test_loop_scope_line()))
     return pytester
 
 

@@ -56,14 +56,24 @@ def current_session() -> Session:
                           "dbtest.factories.bind_session(session) first")
     binding = _BOUND[-1]
     if binding.async_session is not None:
-        from sqlalchemy.util import concurrency
-
-        if not concurrency.in_greenlet():
+        if not _in_greenlet():
             raise ConfigError("a factory's create() ran against the test's AsyncSession, and "
                               "factory-boy cannot await: use `await dbtest.factories.acreate("
                               "Factory, ...)` (or acreate_batch, abulk_create; or "
                               "`await Factory.acreate()` on dbtest.factories.ModelFactory)")
     return binding.session
+
+
+def _in_greenlet() -> bool:
+    """Whether this runs inside SQLAlchemy's greenlet (``run_sync``: acreate and friends)."""
+    from sqlalchemy.util import concurrency
+
+    if not hasattr(concurrency, "in_greenlet"):  # early 2.0 releases (2.0.0 is the floor)
+        import importlib
+
+        impl: Any = importlib.import_module("sqlalchemy.util._concurrency_py3k")
+        return isinstance(impl.getcurrent(), impl._AsyncIoGreenlet)
+    return bool(concurrency.in_greenlet())
 
 
 @contextlib.contextmanager
