@@ -10,12 +10,15 @@ fixture that needs it: the start's error, if any, is raised there, in the main t
 if the start had happened there (never printed by the thread). When collection ends with
 no item that needs a server, :meth:`Prestart.cancel` stops it as soon as it is up.
 
-Once a collected test needs the server, :meth:`Prestart.warm` also imports, in a second
-thread, what the first database test will import (SQLAlchemy, its ORM and the driver:
-about 3/4 of a warm run's CPU time after pytest's own): imports hold the GIL, but a
-starting server mostly waits for its child process, so the two overlap. The first
-fixture that gets the workspace then calls :func:`freeze_heap` (in the main thread,
-between tests): it moves what is alive by then to the garbage collector's permanent
+When collection ends with tests that need the server, the plugin imports, in the main
+thread, what the first database test will (:func:`warm_imports`: SQLAlchemy, its ORM and
+dialect, about 3/4 of a warm run's CPU time after pytest's own) while the background
+thread boots the server: imports hold the GIL, but a starting server mostly waits for its
+child process, so the two overlap. (Not in a thread of their own: SQLAlchemy imported by
+two threads at once, the main one collecting, can see a partly initialised module and
+register its SQL functions twice.) The first fixture that gets the workspace then calls
+:func:`freeze_heap` (in the main thread, between tests): it moves what is alive by then
+to the garbage collector's permanent
 generation, so that pytest's own full collections at the end of the run (one in
 ``pytest_unconfigure``, one in its cleanup, then the interpreter's) do not walk
 SQLAlchemy's hundreds of thousands of objects again and again.
@@ -34,21 +37,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dbtest._workspace import Workspace
 
-__all__ = ["Prestart", "freeze_heap", "maybe_start", "needs_server", "read_mode",
-           "warm_imports"]
+__all__ = ["Prestart", "driver_of", "freeze_heap", "maybe_start", "needs_server",
+           "read_mode", "warm_imports"]
 
-#: what a run's first database test imports (module names; the driver's are added)
-WARM_MODULES = ("sqlalchemy", "sqlalchemy.orm", "sqlalchemy.pool", "dbtest._workspace",
-                "dbtest._leakcheck", "dbtest._sessions")
-#: the modules of each ``driver`` setting's SQLAlchemy dialect
-DRIVER_MODULES = {"psycopg": ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"),
-                  "psycopg2": ("psycopg2", "sqlalchemy.dialects.postgresql.psycopg2")}
+#: what a run's first database test imports besides dbtest and the driver package (which
+#: the background start imports: one thread per module, never two at once)
+WARM_MODULES = ("sqlalchemy", "sqlalchemy.orm", "sqlalchemy.pool")
+#: the SQLAlchemy dialect module of each ``driver`` setting (it imports no driver itself)
+DIALECTS = {"psycopg": "sqlalchemy.dialects.postgresql.psycopg",
+            "psycopg2": "sqlalchemy.dialects.postgresql.psycopg2"}
 
 
 def warm_imports(driver: str = "psycopg", modules: Iterable[str] = WARM_MODULES) -> None:
-    """Import what the first database test needs. A module that fails to import is left
-    for its real user to report (in the main thread)."""
-    for name in (*modules, *DRIVER_MODULES.get(driver, ())):
+    """Import what the first database test needs (from the main thread). A module that
+    fails to import is left for its real user to report."""
+    dialect = DIALECTS.get(driver)
+    for name in (*modules, *((dialect,) if dialect else ())):
         # e.g. a missing extra: the module's real user raises the clear error
         with contextlib.suppress(Exception):
             importlib.import_module(name)
@@ -90,16 +94,10 @@ class Prestart:
         self._delay = delay
         self._thread = threading.Thread(target=self._run, name="dbtest-prestart", daemon=True)
         self._thread.start()
-        self._warm: threading.Thread | None = None
 
-    def warm(self, driver: str = "psycopg") -> None:
-        """A test needs the server: start now, and import what it will need meanwhile
-        (once)."""
+    def needed(self) -> None:
+        """A collected test needs the server: a speculative start waits no longer."""
         self._go.set()
-        if self._warm is None:
-            self._warm = threading.Thread(target=warm_imports, args=(driver,),
-                                          name="dbtest-imports", daemon=True)
-            self._warm.start()
 
     def _run(self) -> None:
         try:
@@ -121,8 +119,6 @@ class Prestart:
 
     def join(self) -> None:
         self._thread.join()
-        if self._warm is not None:
-            self._warm.join()
 
     def result(self) -> Workspace:
         """The workspace with its server started; raises what the start raised."""
@@ -152,10 +148,10 @@ def maybe_start(state: Any, config: Any, make: Callable[[], Workspace], *, contr
     if state.prestart_mode in wanted and state.prestart is None and state.workspace is None:
         state.prestart = Prestart(make, delay=SPECULATIVE_DELAY if speculative else 0.0)
     if not speculative and state.prestart is not None:
-        state.prestart.warm(_driver(state))
+        state.prestart.needed()
 
 
-def _driver(state: Any) -> str:
+def driver_of(state: Any) -> str:
     """The ``driver`` setting (``psycopg`` while the settings have an error: it is
     reported where they are used)."""
     try:

@@ -208,10 +208,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     started in the background that no selected test needs is stopped."""
     state = session.config.stash[WORKSPACE_KEY]
     if state.prestart is not None:
-        from dbtest._prestart import needs_server
+        from dbtest._prestart import driver_of, needs_server, warm_imports
 
         if not any(needs_server(item) for item in session.items):
             state.prestart.cancel()  # stopped at the end of the run, once it is up
+        else:  # what the first test imports, while the server boots
+            warm_imports(driver_of(state))
     if hasattr(session.config, "workerinput"):
         return  # the controller checked them
     if any(not _SETTINGS_FIXTURES.isdisjoint(getattr(i, "fixturenames", ()))

@@ -216,7 +216,7 @@ def test_a_speculative_start_begins_at_once_when_a_test_needs_the_server() -> No
         raise RuntimeError("boom")
 
     pre = Prestart(make, delay=30.0)
-    pre._go.set()  # what warm() does, without the import thread
+    pre.needed()
     assert started.wait(timeout=5)
     with pytest.raises(RuntimeError, match="boom"):
         pre.result()
