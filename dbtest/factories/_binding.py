@@ -55,12 +55,11 @@ def current_session() -> Session:
                           "requests the db or async_db fixture, inside a seed set, or call "
                           "dbtest.factories.bind_session(session) first")
     binding = _BOUND[-1]
-    if binding.async_session is not None:
-        if not _in_greenlet():
-            raise ConfigError("a factory's create() ran against the test's AsyncSession, and "
-                              "factory-boy cannot await: use `await dbtest.factories.acreate("
-                              "Factory, ...)` (or acreate_batch, abulk_create; or "
-                              "`await Factory.acreate()` on dbtest.factories.ModelFactory)")
+    if binding.async_session is not None and not _in_greenlet():
+        raise ConfigError("a factory's create() ran against the test's AsyncSession, and "
+                          "factory-boy cannot await: use `await dbtest.factories.acreate("
+                          "Factory, ...)` (or acreate_batch, abulk_create; or "
+                          "`await Factory.acreate()` on dbtest.factories.ModelFactory)")
     return binding.session
 
 
