@@ -141,7 +141,7 @@ def schema_sql(models: Any) -> str:
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()
     ddl = []
     for table in models.Base.metadata.sorted_tables:
         ddl.append(str(CreateTable(table).compile(dialect=dialect)).strip())

@@ -77,10 +77,10 @@ class FakerUser(SQLAlchemyModelFactory):
         model = BenchUser
         sqlalchemy_session_persistence = "flush"
 
-    email = factory.LazyAttributeSequence(lambda o, n: f"{n}.{o.username}@example.org")  # type: ignore[attr-defined,no-untyped-call]
-    username = factory.Faker("user_name")  # type: ignore[attr-defined,no-untyped-call]
-    created_at = factory.Faker("date_time_this_year", tzinfo=UTC)  # type: ignore[attr-defined,no-untyped-call]
-    bio = factory.Faker("text", max_nb_chars=160)  # type: ignore[attr-defined,no-untyped-call]
+    email = factory.LazyAttributeSequence(lambda o, n: f"{n}.{o.username}@example.org")  # type: ignore[attr-defined]
+    username = factory.Faker("user_name")  # type: ignore[attr-defined]
+    created_at = factory.Faker("date_time_this_year", tzinfo=UTC)  # type: ignore[attr-defined]
+    bio = factory.Faker("text", max_nb_chars=160)  # type: ignore[attr-defined]
 
 
 class FastUser(SQLAlchemyModelFactory):

@@ -151,13 +151,13 @@ def main() -> None:
                 cpus[name].append(cpu)
         print_load("at end")
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    cpu = {name: statistics.median(values) for name, values in cpus.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpus.items()}
     rows = []
     for name, (_, _, _, baseline) in CASES.items():
         delta = (f"{(medians[name] - medians[baseline]) * 1000:+.0f} ms "
-                 f"(CPU {(cpu[name] - cpu[baseline]) * 1000:+.0f} ms) vs {baseline}"
+                 f"(CPU {(cpu_medians[name] - cpu_medians[baseline]) * 1000:+.0f} ms) vs {baseline}"
                  if baseline else "baseline")
-        rows.append([name, ms(medians[name]), ms(p90(samples[name])), ms(cpu[name]), delta])
+        rows.append([name, ms(medians[name]), ms(p90(samples[name])), ms(cpu_medians[name]), delta])
     print_table(["case", "wall median ms", "wall p90 ms", "CPU median ms",
                  "difference of medians"], rows)
 

@@ -306,7 +306,7 @@ CASES: list[Case] = [
          r"use assert_rows", lambda env: dbtest.assert_aggregate(
              env.db, select(text("username")).select_from(text("users"))), needs=("db",)),
     Case("aggregate-sql-text", "assertions", E.ConfigError, ("got str",), r"build it with select",
-         lambda env: dbtest.assert_aggregate(env.db, "SELECT count(*) FROM users"),
+         lambda env: dbtest.assert_aggregate(env.db, "SELECT count(*) FROM users"),  # type: ignore[call-overload]
          needs=("db",)),
     Case("cascade-transient", "assertions", E.ConfigError, ("transient",), r"add it to the session",
          lambda env: dbtest.assert_cascade(env.db, __import__(
@@ -321,7 +321,7 @@ CASES: list[Case] = [
     Case("max-queries-negative", "assertions", E.ConfigError, ("assert_max_queries", "got -1"),
          r"pass 0 or more", _max_queries_negative, needs=("db",)),
     Case("not-a-session", "assertions", E.ConfigError, ("got str",), r"pass the db",
-         lambda env: dbtest.assert_row_count("db", "users", 1)),
+         lambda env: dbtest.assert_row_count("db", "users", 1)),  # type: ignore[call-overload]
     # -- concurrency -------------------------------------------------------------------------
     Case("scenario-on-session", "concurrency", E.ConcurrencyError, ("Session",),
          r"use the fresh_db fixture", lambda env: Scenario(env.db), needs=("db",)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from unittest.mock import ANY
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -114,9 +114,9 @@ def test_bad_inputs_name_the_culprit(db: Session) -> None:
     # the failed clause ran in a savepoint: the test's transaction is still usable
     dbtest.assert_row_count(db, "users", 3)
     with pytest.raises(ConfigError, match="list of mappings"):
-        dbtest.assert_rows(db, "users", {"username": "alice"})
+        dbtest.assert_rows(db, "users", {"username": "alice"})  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match="needs a Session, Connection or Engine"):
-        dbtest.assert_row_count(object(), "users", 1)
+        dbtest.assert_row_count(object(), "users", 1)  # type: ignore[call-overload]
     with pytest.raises(DbtestError, match="must be a count"):
         dbtest.assert_row_count(db, "users", -1)
 
@@ -126,8 +126,8 @@ def test_internal_schema_is_invisible(db: Session) -> None:
         dbtest.assert_row_count(db, "dbtest_internal.touched", 0)
 
 
-def test_connection_and_engine_handles(db: Session, db_connection: object,
-                                       db_engine: object) -> None:
+def test_connection_and_engine_handles(db: Session, db_connection: Connection,
+                                       db_engine: Engine) -> None:
     make_blog(db)
     dbtest.assert_row_count(db_connection, "posts", 2)
     dbtest.assert_rows(db_connection, "posts", [{"title": "Hello"}])

@@ -333,7 +333,7 @@ def test_cli_bad_input(case: Case, env: Env, monkeypatch: pytest.MonkeyPatch,
     dbs = databases(env.url) if env.url else set()
     # In this process first, to see the exception's class (cli.main prints it and returns).
     caught: list[BaseException | None] = []
-    original = cli._error
+    original = cli._error  # type: ignore[attr-defined]  # main's one error printer
 
     def record(message: str) -> None:
         caught.append(sys.exc_info()[1])

@@ -159,7 +159,7 @@ async def test_asyncpg_sqlalchemy_and_raw(async_db_connection: Any) -> None:
     second = {**ROW, "price": 2.25, "at": "2024-01-01T00:00:00+00:00", "feeling": Mood.sad,
               "ref": str(REF), "email": "b@x.io", "day": "2024-01-02"}
     assert await dbtest.bulk_insert(conn, "things", [ROW, second]) == 2
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg: untyped
     assert type(raw).__module__.startswith("asyncpg")
     assert await dbtest.bulk_insert(raw, "things", [{**ROW, "email": "c@x.io"}]) == 1
     rows = [tuple(r) for r in (await conn.exec_driver_sql(SELECT)).all()]

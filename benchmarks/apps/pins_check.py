@@ -37,7 +37,7 @@ def installed(venv: Path) -> dict[str, str]:
 
 def frozen(path: Path) -> dict[str, str]:
     """``{name: version}`` of the ``name==version`` lines of a freeze (dbtest's skipped)."""
-    pins = {}
+    pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
         name, sep, version = line.partition("==")
         if sep and not line.startswith(("#", "-")) and canonicalize_name(name) != "dbtest":

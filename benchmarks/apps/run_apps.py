@@ -37,6 +37,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -90,7 +91,10 @@ def _server(cache: Path) -> dict[str, str]:
         capture_output=True,
         env={**os.environ, "DBTEST_CACHE_DIR": str(cache)},
     )
-    dsn = dict(kv.split("=", 1) for kv in re.search(r"# dsn: (.*)", out.stdout).group(1).split())  # type: ignore[union-attr]
+    found = re.search(r"# dsn: (.*)", out.stdout)
+    if found is None:
+        raise SystemExit(f"no '# dsn:' line in the server's output:\n{out.stdout}{out.stderr}")
+    dsn = dict(kv.split("=", 1) for kv in found.group(1).split())
     return {
         "host": dsn["host"],
         "port": dsn["port"],
@@ -226,7 +230,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown app(s) {unknown}; choose from {list(APPS)}")
     args.apps = args.apps or list(APPS)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for name in args.apps:
             rows.append(run(APPS[name], args.root, args.rounds, args.cache_dir))
@@ -243,14 +247,14 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        b, d = r["baseline"], r["dbtest"]  # type: ignore[index]
+        b, d = r["baseline"], r["dbtest"]
         bad = [
-            int(x.get("failed", 0) + x.get("error", 0) + x.get("errors", 0))  # type: ignore[union-attr]
+            int(x.get("failed", 0) + x.get("error", 0) + x.get("errors", 0))
             for x in (b, d)
         ]
         print(
-            f"| {r['app']} | {int(b.get('passed', 0))} / {int(d.get('passed', 0))} | "  # type: ignore[union-attr]
-            f"{bad[0]} / {bad[1]} | {b['leaked_rows']} / {d['leaked_rows']} | "  # type: ignore[index]
+            f"| {r['app']} | {int(b.get('passed', 0))} / {int(d.get('passed', 0))} | "
+            f"{bad[0]} / {bad[1]} | {b['leaked_rows']} / {d['leaked_rows']} | "
             f"{r['baseline_s']:.2f} / {r['dbtest_s']:.2f} | "
             f"+{r['conftest_added']} / -{r['conftest_removed']} | "
         )

@@ -16,7 +16,7 @@ from dbtest.assertions._db import pg_dialect
 from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Select
+    from dbtest.assertions._db import AnySelect
 
 __all__ = ["Plan", "evaluate", "sql_text"]
 
@@ -32,7 +32,7 @@ class _Agg:
 class Plan:
     """The query's outputs as trees over base columns and Python-computed aggregates."""
 
-    def __init__(self, query: Select[Any]) -> None:
+    def __init__(self, query: AnySelect) -> None:
         from sqlalchemy import FromClause
         from sqlalchemy.sql.functions import FunctionElement
 

@@ -37,9 +37,7 @@ from dbtest.errors import ConfigError, DbAssertionError
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from sqlalchemy import Select
-
-    from dbtest.assertions._db import AsyncDb, SyncDb
+    from dbtest.assertions._db import AnySelect, AsyncDb, SyncDb
 
 __all__ = ["AggregateReport", "assert_aggregate"]
 
@@ -59,10 +57,10 @@ class AggregateReport:
 
 
 @overload
-def assert_aggregate(db: SyncDb, query: Select[Any], expected: Mapping[Any, Any] | None = None
+def assert_aggregate(db: SyncDb, query: AnySelect, expected: Mapping[Any, Any] | None = None
                      ) -> AggregateReport: ...
 @overload
-def assert_aggregate(db: AsyncDb, query: Select[Any], expected: Mapping[Any, Any] | None = None
+def assert_aggregate(db: AsyncDb, query: AnySelect, expected: Mapping[Any, Any] | None = None
                      ) -> Awaitable[AggregateReport]: ...
 def assert_aggregate(db: Any, query: Any, expected: Mapping[Any, Any] | None = None) -> Any:
     """Check an aggregate ``select()`` against Python (or against ``expected``).

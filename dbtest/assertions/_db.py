@@ -21,9 +21,9 @@ from dbtest._leaks import INTERNAL_SCHEMA
 from dbtest.errors import ConfigError
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
+    from typing import Any, TypeAlias
 
-    from sqlalchemy import Connection, CursorResult, Dialect, Engine, TableClause
+    from sqlalchemy import Connection, CursorResult, Dialect, Engine, Select, TableClause
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     """What the sync helpers take (an Engine only where they only read)."""
     AsyncDb: TypeAlias = AsyncSession | AsyncConnection | AsyncEngine
     """What makes a helper return an awaitable."""
+    AnySelect: TypeAlias = Select[*tuple[Any, ...]]
+    """A select() of any number of columns (SQLAlchemy 2.1 types its columns one by one)."""
 
 __all__ = [
     "INTERNAL_OPTION",

@@ -50,6 +50,7 @@ from dbtest.bulk._plan import (
 from dbtest.errors import SeedError
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
     from sqlalchemy.orm import Session
@@ -72,10 +73,11 @@ def is_async_connection(connection: Any) -> bool:
 
 
 @overload
-def bulk_insert(connection: Connection | Session, table_or_model: Any,
+def bulk_insert(connection: Connection | Session | psycopg.Connection[Any], table_or_model: Any,
                 rows: Iterable[Any], *, columns: Sequence[str] | None = None) -> int: ...
 @overload
-def bulk_insert(connection: AsyncConnection | AsyncSession, table_or_model: Any,
+def bulk_insert(connection: AsyncConnection | AsyncSession | psycopg.AsyncConnection[Any],
+                table_or_model: Any,
                 rows: Iterable[Any], *, columns: Sequence[str] | None = None
                 ) -> Awaitable[int]: ...
 @overload
