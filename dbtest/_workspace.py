@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
     from dbtest._liveness import RunLease
     from dbtest._pool import FreshDatabasePool
-    from dbtest.provision import Provisioner
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer, Provisioner
     from dbtest.settings import Settings
 
 __all__ = ["CACHED_TEMPLATES", "FreshDatabase", "WorkerDatabase", "Workspace"]
@@ -159,10 +158,10 @@ class Workspace:
         with self._lock:
             if self._server is None:
                 if self.shared_run is not None:
-                    from dbtest.provision._shared import current_owner, join_or_start
+                    from dbtest.provision import current_owner, join_or_start
 
-                    self._server = join_or_start(self.settings, self.shared_run,
-                                                 current_owner())
+                    self._server, self._provisioner = join_or_start(
+                        self.settings, self.shared_run, current_owner())
                 else:
                     from dbtest.provision import Provisioner
 
@@ -366,10 +365,11 @@ class Workspace:
             with contextlib.suppress(Exception):
                 undo()
         self.on_close.clear()
-        handle = self._provisioner._handle if self._provisioner is not None else None
-        persist = bool(self.templates_built) and hasattr(handle, "persist")
-        # a local server of our own that is not kept takes its databases with it
-        throwaway = handle is not None and hasattr(handle, "persist") and not persist
+        backend = self._provisioner.backend if self._provisioner is not None else None
+        # a local server of our own keeps its data (for the next run) only when it built a
+        # template; one that is not kept takes its databases with it
+        persist = bool(self.templates_built) and backend is not None and backend.can_persist
+        throwaway = backend is not None and backend.can_persist and not persist
         for pool in self._pools.values():
             pool.close(drop=not throwaway)
         self._pools.clear()
@@ -396,13 +396,11 @@ class Workspace:
             self._lease.close()
             self._lease = None
         if self._provisioner is not None:
-            if persist and handle is not None:
-                handle.stop(keep_data=True)
+            if persist:
+                # the run's results are in: a failed copy only costs the next run a rebuild
                 with contextlib.suppress(Exception):
-                    handle.persist(background=True)
-                handle.discard()
-                self._provisioner._handle = None
-            self._provisioner.stop()
+                    self._provisioner.stop(persist=True, background=True)
+            self._provisioner.stop()  # (once stopped, a no-op)
         self._server = None
 
 

@@ -174,36 +174,29 @@ def clean_templates(settings: Settings, dry_run: bool = False) -> list[CleanItem
     """
     from dbtest._databases import admin_connection
     from dbtest._janitor import drop_stale, stale_databases
-    from dbtest.provision import Provisioner
+    from dbtest.provision import LocalCluster, Provisioner, find_binaries
 
     url = settings.url or detached_server_url(settings.cache_dir)
     if url is None and settings.backend in ("docker",):
         return []
-    if url is None:
-        from dbtest.provision._binaries import find_binaries
-        from dbtest.provision._local import LocalCluster
-
-        if settings.backend in ("auto", "local") and LocalCluster(
-                find_binaries(settings.pg_bin), settings.cache_dir).current_generation() is None:
-            return []  # no cached cluster, so no databases in it: start nothing
+    if url is None and settings.backend in ("auto", "local") and LocalCluster(
+            find_binaries(settings.pg_bin), settings.cache_dir).current_generation() is None:
+        return []  # no cached cluster, so no databases in it: start nothing
     run = settings.replace(url=url, backend="url") if url else settings.replace(
         backend="local" if settings.backend == "auto" else settings.backend)
     provisioner = Provisioner(run)
     server = provisioner.start()
     where = "server" if url else "cached cluster"
+    persist = False
     try:
         with admin_connection(server.dsn) as admin:
             stale = stale_databases(admin)
             failed = {} if dry_run else dict(
                 f.split(": ", 1) for f in drop_stale(admin, stale))
-        handle = provisioner._handle
-        if stale and not dry_run and hasattr(handle, "persist"):
-            handle.stop(keep_data=True)
-            handle.persist()
-            handle.discard()
-            provisioner._handle = None
+        # a cached cluster keeps the drops only when persisted (a url server needs nothing)
+        persist = bool(stale) and not dry_run
     finally:
-        provisioner.stop()
+        provisioner.stop(persist=persist)
     return [CleanItem(f"{s.reason} ({where})", Path(s.name), s.size_bytes,
                       removed=not dry_run and s.name not in failed,
                       error=failed.get(s.name)) for s in stale]

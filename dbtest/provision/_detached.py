@@ -175,7 +175,7 @@ def state_lock(cache_dir: Path) -> Iterator[None]:
     """Serialise ``up --detach`` and ``down``: two at once must not start two servers."""
     from filelock import FileLock, Timeout
 
-    from dbtest.provision._local import make_dir
+    from dbtest.provision._files import make_dir
 
     make_dir(cache_dir)
     lock = cache_dir / "up.lock"

@@ -13,10 +13,11 @@ from pathlib import Path
 from dbtest.errors import ProvisionError
 from dbtest.provision._runas import Account
 
-__all__ = ["make_dir"]
+__all__ = ["check_port_free", "copy_tree", "free_port", "make_dir", "pidfile_ready", "reachable",
+           "shut_down_cleanly", "tree_size"]
 
 
-def _shut_down_cleanly(data: Path) -> bool:
+def shut_down_cleanly(data: Path) -> bool:
     """Whether ``data``'s ``pg_control`` says "shut down" (not "in production": a crash).
 
     ``ControlFileData`` starts with the system identifier (8 bytes), two 4-byte version
@@ -31,7 +32,8 @@ def _shut_down_cleanly(data: Path) -> bool:
     return len(head) == 20 and int.from_bytes(head[16:20], sys.byteorder) == 1
 
 
-def _pidfile_ready(pidfile: Path) -> bool:
+def pidfile_ready(pidfile: Path) -> bool:
+    """Whether ``postmaster.pid`` says the server accepts connections (its last line)."""
     try:
         return pidfile.read_text().rstrip().endswith("ready")
     except OSError:
@@ -51,7 +53,7 @@ def make_dir(path: Path) -> Path:
     return path
 
 
-def _reachable(path: Path, account: Account) -> bool:
+def reachable(path: Path, account: Account) -> bool:
     """Whether ``account`` may enter ``path`` (search permission on it and every parent)."""
     if not account.switched:
         return True
@@ -71,7 +73,8 @@ def _reachable(path: Path, account: Account) -> bool:
     return True
 
 
-def _check_port_free(port: int) -> None:
+def check_port_free(port: int) -> None:
+    """ProvisionError naming the fix when ``port`` on 127.0.0.1 cannot be listened on."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # as postgres does: a connection left in TIME_WAIT does not block the port
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,7 +92,8 @@ def _check_port_free(port: int) -> None:
                 f"(ss -ltnp 'sport = :{port}' names it).") from None
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` with owners and modes (``cp -a``); ProvisionError if it fails."""
     # cp -a keeps owners and modes (the cluster belongs to the server account) and is
     # much faster than shutil.copytree on ~1,000 small files.
     proc = subprocess.run(["cp", "-a", str(src), str(dst)], capture_output=True, text=True,
@@ -99,7 +103,8 @@ def _copy_tree(src: Path, dst: Path) -> None:
                              f"space and permissions, or set cache_dir.")
 
 
-def _tree_size(path: Path) -> int:
+def tree_size(path: Path) -> int:
+    """Bytes in the files under ``path`` (a cached generation), remembered beside it."""
     # remembered beside the generation: walking ~1,000 files costs ~10 ms per start
     memo = path.with_name(path.name + ".size")
     with contextlib.suppress(OSError, ValueError):
@@ -110,7 +115,8 @@ def _tree_size(path: Path) -> int:
     return size
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

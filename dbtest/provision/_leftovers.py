@@ -3,6 +3,9 @@
 Names of everything :class:`~dbtest.provision._local.LocalCluster` creates (cached
 cluster generations, spare copies, run folders), and finders for the ones no live
 process uses. Nothing without these names and dbtest's mark is ever listed.
+
+The finders take ``bases``, the folders run folders may be in: the cluster decides them
+(:func:`dbtest.provision._local.run_bases`), so this module does not import it back.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import time
 from pathlib import Path
 
 from dbtest.provision import _lifetime as lifetime
+from dbtest.provision import _spares as spares
 
-__all__ = ["GENERATION_GRACE_S", "SPARES_PREFIX", "cluster_dirs", "orphan_run_dirs",
+__all__ = ["GENERATION_GRACE_S", "RUN_DIR_NAME", "SPARES_PREFIX", "cluster_dirs", "orphan_run_dirs",
            "remove_generation", "spare_dirs", "stale_generations", "trash_dirs"]
 
 #: a generation replaced (or a half-written one begun) less than this long ago may still
@@ -31,7 +35,8 @@ SPARES_PREFIX = "dbtest-spares-"
 # names of what this module creates; ``dbtest clean`` removes nothing else
 _CLUSTER_NAME = re.compile(r"pg\d+-[0-9a-f]{16}")
 _GENERATION_NAME = re.compile(r"gen-(\d+)(\.partial)?")  # gen-<time.time_ns()>
-_RUN_DIR_NAME = re.compile(r"dbtest-(?:initdb-)?[a-z0-9_]{8}")  # tempfile.mkdtemp's names
+#: names of run and initdb folders (``tempfile.mkdtemp``'s)
+RUN_DIR_NAME = re.compile(r"dbtest-(?:initdb-)?[a-z0-9_]{8}")
 
 
 def cluster_dirs(cache_dir: Path) -> list[Path]:
@@ -77,14 +82,12 @@ def remove_generation(path: Path) -> None:
     path.with_name(path.name + ".size").unlink(missing_ok=True)
 
 
-def spare_dirs(cache_dir: Path) -> list[Path]:
+def spare_dirs(cache_dir: Path, bases: list[Path]) -> list[Path]:
     """This cache dir's namespace folders (run folders and spares, in every run base),
     and those of this user's cache dirs that no longer exist (their owner is gone)."""
-    from dbtest.provision import _spares as spares
-
     found = []
     own = spares.namespace(cache_dir)
-    for base in _existing(_run_bases(cache_dir)):
+    for base in _existing(bases):
         for folder in spares.namespaces(base):
             if folder.name == own:
                 found.append(folder)
@@ -98,20 +101,20 @@ def spare_dirs(cache_dir: Path) -> list[Path]:
     return found
 
 
-def _run_dir_parents(cache_dir: Path) -> list[Path]:
+def _run_dir_parents(cache_dir: Path, bases: list[Path]) -> list[Path]:
     """Where run folders may be: this cache dir's namespace folders, those of vanished
     cache dirs, and (from dbtest before namespaces) each run base itself."""
-    return _existing(_run_bases(cache_dir)) + spare_dirs(cache_dir)
+    return _existing(bases) + spare_dirs(cache_dir, bases)
 
 
-def orphan_run_dirs(cache_dir: Path) -> list[Path]:
+def orphan_run_dirs(cache_dir: Path, bases: list[Path]) -> list[Path]:
     """Run and initdb folders that carry dbtest's mark and whose owner is provably gone
     (see :func:`lifetime.in_use`)."""
     found = []
-    legacy = set(_existing(_run_bases(cache_dir)))
-    for parent in _run_dir_parents(cache_dir):
+    legacy = set(_existing(bases))
+    for parent in _run_dir_parents(cache_dir, bases):
         for folder in sorted(parent.glob("dbtest-*")):
-            if not _RUN_DIR_NAME.fullmatch(folder.name):
+            if not RUN_DIR_NAME.fullmatch(folder.name):
                 continue
             with contextlib.suppress(OSError):
                 mark = folder / lifetime.OWNED_MARK
@@ -125,14 +128,14 @@ def orphan_run_dirs(cache_dir: Path) -> list[Path]:
     return found
 
 
-def trash_dirs(cache_dir: Path) -> list[Path]:
+def trash_dirs(cache_dir: Path, bases: list[Path]) -> list[Path]:
     """Run folders renamed ``*.trash`` whose background ``rm -rf`` did not finish.
 
     (One being deleted right now may be listed; deleting it twice does no harm.)
     """
-    return [folder for parent in _run_dir_parents(cache_dir)
+    return [folder for parent in _run_dir_parents(cache_dir, bases)
             for folder in sorted(parent.glob("dbtest-*.trash"))
-            if _RUN_DIR_NAME.fullmatch(folder.name.removesuffix(".trash")) and folder.is_dir()]
+            if RUN_DIR_NAME.fullmatch(folder.name.removesuffix(".trash")) and folder.is_dir()]
 
 
 def _existing(folders: list[Path]) -> list[Path]:
@@ -146,9 +149,3 @@ def _existing(folders: list[Path]) -> list[Path]:
                 out.append(folder)
     return out
 
-
-def _run_bases(cache_dir: Path) -> list[Path]:
-    # read from local at call time: it owns TMPFS (and tests point it elsewhere)
-    from dbtest.provision._local import run_bases
-
-    return run_bases(cache_dir)

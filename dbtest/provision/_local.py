@@ -28,29 +28,27 @@ from filelock import FileLock, Timeout
 from dbtest.errors import ProvisionError, StartupFailed
 from dbtest.provision import _fastpath as fastpath
 from dbtest.provision import _generations as generations
+from dbtest.provision import _leftovers as leftovers
 from dbtest.provision import _lifetime as lifetime
 from dbtest.provision import _spares as spares
 from dbtest.provision._binaries import PgBinaries
 from dbtest.provision._files import (
-    _check_port_free,
-    _copy_tree,
-    _free_port,
-    _pidfile_ready,
-    _reachable,
-    _shut_down_cleanly,
-    _tree_size,
+    check_port_free,
+    copy_tree,
+    free_port,
     make_dir,
+    pidfile_ready,
+    reachable,
+    shut_down_cleanly,
+    tree_size,
 )
 from dbtest.provision._generations import GENERATIONS_KEPT
 from dbtest.provision._leftovers import (  # re-exported: the cache's layout lives there
-    _RUN_DIR_NAME,
+    RUN_DIR_NAME,
     SPARES_PREFIX,
     cluster_dirs,
-    orphan_run_dirs,
     remove_generation,
-    spare_dirs,
     stale_generations,
-    trash_dirs,
 )
 from dbtest.provision._pgconf import SERVER_SETTINGS
 from dbtest.provision._runas import Account, chown_tree, server_account
@@ -187,7 +185,7 @@ class LocalCluster:
         base = self._run_parent(self._pick_run_base(0))
         for old in base.glob("dbtest-initdb-*"):
             # a run killed during its initdb left this (tens of MB, often in RAM)
-            if _RUN_DIR_NAME.fullmatch(old.name) and not lifetime.in_use(old):
+            if RUN_DIR_NAME.fullmatch(old.name) and not lifetime.in_use(old):
                 lifetime.remove_run_dir(str(old))  # only a folder carrying dbtest's mark
         work = Path(tempfile.mkdtemp(prefix="dbtest-initdb-", dir=base))
         lifetime.mark_owned(work, os.getpid())
@@ -234,7 +232,7 @@ class LocalCluster:
         if self.run_dir is None or self._proc is not None:
             return None
         data = self.run_dir / "data"
-        if not _shut_down_cleanly(data):
+        if not shut_down_cleanly(data):
             # the server crashed or was killed: every start from this copy would run
             # crash recovery first, and its templates may be half-written
             return None
@@ -261,14 +259,14 @@ class LocalCluster:
     def _pick_run_base(self, needed: int) -> Path:
         if self._run_base is not None:
             return make_dir(self._run_base)
-        if TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and _reachable(TMPFS, self.account):
+        if TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and reachable(TMPFS, self.account):
             free = shutil.disk_usage(TMPFS).free
             if free > needed * 2 + 256 * 2**20:
                 return TMPFS
         base = make_dir(self.cache_dir / "tmp")
         # As root the server runs as another account, which cannot enter a cache dir
         # under /root (mode 700); Docker's 64 MiB /dev/shm sends every run here.
-        if _reachable(base, self.account):
+        if reachable(base, self.account):
             return base
         return Path(tempfile.gettempdir())
 
@@ -296,11 +294,11 @@ class LocalCluster:
         make_dir(self.registry)
         lifetime.reap(self.registry)
         if self.port:
-            _check_port_free(self.port)  # before copying anything or spawning postgres
+            check_port_free(self.port)  # before copying anything or spawning postgres
         source, fresh = self.ensure_cached(for_start=True)
         self.generation = None if fresh else source
         try:
-            ns = self._run_parent(self._pick_run_base(_tree_size(source)))
+            ns = self._run_parent(self._pick_run_base(tree_size(source)))
             self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=ns))
             lifetime.mark_owned(self.run_dir, self._owner)
         except BaseException:
@@ -312,7 +310,7 @@ class LocalCluster:
             try:
                 spare = not fresh and spares.take(ns, self.cluster_dir.name, source, data)
                 if not spare:
-                    _copy_tree(source, data)
+                    copy_tree(source, data)
             finally:
                 self._copied.set()  # the cache writer may now delete a fresh source
             sockets.mkdir(mode=0o700)
@@ -325,7 +323,7 @@ class LocalCluster:
                 # a spare damaged from outside: start once more from the cache itself
                 self.stop(keep_data=True)
                 shutil.rmtree(data, ignore_errors=True)
-                _copy_tree(source, data)
+                copy_tree(source, data)
                 chown_tree(data, self.account)
                 server = self._spawn(data, sockets, timeout)
             self._release_source()
@@ -408,7 +406,7 @@ class LocalCluster:
                         unix_socket_permissions="0700", listen_addresses="")
         if self.port is not None:
             settings["listen_addresses"] = "127.0.0.1"
-            settings["port"] = str(self.port or _free_port())
+            settings["port"] = str(self.port or free_port())
             password = secrets.token_urlsafe(18)
         else:
             settings["port"] = "5432"  # the socket folder is private: no clash possible
@@ -460,7 +458,7 @@ class LocalCluster:
                 raise StartupFailed(f"postgres did not accept connections within {timeout:.0f}"
                                     f" s:\n{self.log_tail()}")
             # postmaster.pid's last line says "ready" once it accepts connections
-            if _pidfile_ready(pidfile):
+            if pidfile_ready(pidfile):
                 known = fastpath.known_version(self.binaries.version, pidfile, self._proc.pid)
                 if known is not None and self.port is None:
                     return known
@@ -524,3 +522,18 @@ class LocalCluster:
 def run_bases(cache_dir: Path) -> list[Path]:
     """Every folder a :class:`LocalCluster` may create run folders in (for ``dbtest clean``)."""
     return [TMPFS, cache_dir / "tmp", Path(tempfile.gettempdir())]
+
+
+def spare_dirs(cache_dir: Path) -> list[Path]:
+    """This cache dir's namespace folders (see :func:`leftovers.spare_dirs`)."""
+    return leftovers.spare_dirs(cache_dir, run_bases(cache_dir))
+
+
+def orphan_run_dirs(cache_dir: Path) -> list[Path]:
+    """Run folders whose owner is provably gone (see :func:`leftovers.orphan_run_dirs`)."""
+    return leftovers.orphan_run_dirs(cache_dir, run_bases(cache_dir))
+
+
+def trash_dirs(cache_dir: Path) -> list[Path]:
+    """Half-deleted run folders (see :func:`leftovers.trash_dirs`)."""
+    return leftovers.trash_dirs(cache_dir, run_bases(cache_dir))

@@ -13,14 +13,19 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from dbtest.provision import _lifetime as lifetime
+from dbtest.provision._backend import LocalBackend
 from dbtest.provision._server import ConnectionParams, PostgresServer
 
-__all__ = ["join_or_start", "mark_template_built", "read_records", "stop_shared",
+if TYPE_CHECKING:
+    from dbtest.provision._provisioner import Provisioner
+    from dbtest.settings import Settings
+
+__all__ = ["current_owner", "join_or_start", "mark_template_built", "read_records", "stop_shared",
            "write_records"]
 
 
@@ -28,9 +33,16 @@ def _state(cache_dir: Path, run: str) -> Path:
     return cache_dir / "shared" / f"{run}.json"
 
 
-def join_or_start(settings: Any, run: str, owner_pid: int) -> PostgresServer:
-    """The run's shared server: started by the first caller, joined by the others."""
-    from dbtest.provision import Provisioner
+def join_or_start(settings: Settings, run: str,
+                  owner_pid: int) -> tuple[PostgresServer, Provisioner | None]:
+    """The run's shared server: started by the first caller, joined by the others.
+
+    Returns the server and the :class:`Provisioner` this process must stop when done:
+    ``None`` for the shared local server (the controller stops it), the provisioner for
+    any other server ``auto`` found (a detached one this process joined as a session,
+    or docker when no local binaries exist), which is not shared.
+    """
+    from dbtest.provision._provisioner import Provisioner
 
     state = _state(settings.cache_dir, run)
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -38,14 +50,13 @@ def join_or_start(settings: Any, run: str, owner_pid: int) -> PostgresServer:
         if state.exists():
             data = json.loads(state.read_text())
             if lifetime.pid_alive(data["pid"]):
-                return _server_from(data, run, settings.cache_dir)
+                return _server_from(data, run, settings.cache_dir), None
         provisioner = Provisioner(settings, owner_pid=owner_pid)
         server = provisioner.start()
-        cluster = provisioner._handle
-        if cluster is None:
-            # joined this project's detached server: every worker joins it on its own
-            # (and stays registered as a session of it until this process ends)
-            return server
+        backend = provisioner.backend
+        if not isinstance(backend, LocalBackend):
+            return server, provisioner
+        cluster = backend.cluster
         data = {"params": asdict(server.params), "version": server.version,
                 "version_num": server.version_num, "backend": server.backend,
                 "details": server.details, "pid": server.details["pid"],
@@ -56,8 +67,8 @@ def join_or_start(settings: Any, run: str, owner_pid: int) -> PostgresServer:
         tmp.write_text(json.dumps(data))
         tmp.replace(state)
         # the controller stops it; this worker must not (its Provisioner is dropped)
-        cluster.release_ownership()
-        return _server_from(data, run, settings.cache_dir)
+        backend.release()
+        return _server_from(data, run, settings.cache_dir), None
 
 
 def _server_from(data: dict[str, Any], run: str, cache_dir: Path) -> PostgresServer:
@@ -84,10 +95,7 @@ def stop_shared(cache_dir: Path, run: str) -> bool:
     cluster = LocalCluster.adopt(cache_dir, Path(data["cluster_dir"]), Path(data["run_dir"]),
                                  int(data["pid"]), project=data.get("project"),
                                  max_mb=data.get("max_mb"))
-    cluster.stop(keep_data=built.exists())
-    if built.exists():
-        cluster.persist()
-        cluster.discard()
+    LocalBackend(cluster).stop(persist=built.exists())
     for path in (state, built, state.with_suffix(".lock")):
         path.unlink(missing_ok=True)
     return True
