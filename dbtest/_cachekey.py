@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dbtest.errors import DbtestError, PostgresNotFound
 
 if TYPE_CHECKING:
-    from dbtest.provision._binaries import PgBinaries
+    from dbtest.provision import PgBinaries
     from dbtest.settings import Settings
 
 __all__ = ["CACHE_KEY_FORMAT", "cache_command", "cache_folder", "cache_inputs", "cache_key",
@@ -41,15 +41,14 @@ CACHE_KEY_FORMAT = 1
 def _binaries(settings: Settings) -> tuple[str, PgBinaries | None]:
     """The backend whose cluster would be cached, and its binaries (``None``: no local
     cluster, e.g. ``url`` or ``docker``)."""
-    from dbtest.provision import _binaries as bins
-    from dbtest.provision._embedded import find_embedded_binaries
+    from dbtest.provision import find_binaries, find_embedded_binaries, load_binaries_memo
 
     backend = "url" if settings.url else settings.backend
     if backend in ("auto", "local"):
         memo = settings.cache_dir / "binaries.json"
-        bins.load_memo(memo)
+        load_binaries_memo(memo)
         try:
-            return "local", bins.find_binaries(settings.pg_bin)
+            return "local", find_binaries(settings.pg_bin)
         except PostgresNotFound:
             if backend == "local":
                 raise
@@ -70,7 +69,7 @@ def cache_inputs(settings: Settings) -> dict[str, Any]:
 
     from dbtest._schema import load_schema
     from dbtest._templates import TemplateCache, TemplateKey
-    from dbtest.provision._local import LocalCluster
+    from dbtest.provision import LocalCluster
 
     backend, binaries = _binaries(settings)
     inputs: dict[str, Any] = {"format": CACHE_KEY_FORMAT, "backend": backend}
@@ -119,19 +118,18 @@ def _busy(folder: Path, quiet_for: float = 2.0) -> list[Path]:
     (``gen-*.partial-<pid>-<start>``), an older dbtest's ``*.partial`` written to in the
     last ``quiet_for`` seconds (one a killed run left behind stays as it is and is replaced
     later), or a ``current`` link being replaced."""
-    from dbtest.provision import _lifetime as lifetime
-    from dbtest.provision._generations import generations
+    from dbtest.provision import cached_generations, identity_alive
 
     if not folder.is_dir():
         return []
     now = time.time()
     out = []
     for cluster in (c for c in folder.iterdir() if c.is_dir()):
-        for gen in generations(cluster):
+        for gen in cached_generations(cluster):
             if gen.complete:
                 continue
             try:
-                if (lifetime.identity_alive(gen.writer) if gen.writer is not None
+                if (identity_alive(gen.writer) if gen.writer is not None
                         else now - _newest_change(gen.path) < quiet_for):
                     out.append(gen.path)
             except OSError:

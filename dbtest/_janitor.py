@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbtest._databases import drop_database, list_databases
 from dbtest._liveness import TOKEN_KEY, held_run_keys, key_held, run_key, token_alive
-from dbtest.provision._lifetime import pid_alive
+from dbtest.provision import pid_alive
 
 if TYPE_CHECKING:
     import psycopg

@@ -176,7 +176,7 @@ def check_url_budget(url: str, workers: int) -> None:
     before any worker starts: one clear error instead of one per test. A server that does
     not answer is left for the workers to report."""
     from dbtest._databases import admin_connect
-    from dbtest.provision._url import parse_url
+    from dbtest.provision import parse_url
 
     dsn = parse_url(url).dsn()
     try:

@@ -25,7 +25,7 @@ from dbtest._databases import admin_connection, create_database, drop_database
 if TYPE_CHECKING:
     import psycopg
 
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
 
 __all__ = ["FreshDatabasePool"]
 

@@ -435,7 +435,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                      server.details else f"server: PostgreSQL {server.version} ({how})")
         lines += [_template_line(r) for r in _records(state)]
     elif _is_xdist_controller(config):
-        from dbtest.provision._shared import read_records
+        from dbtest.provision import read_records
 
         records = read_records(state.settings.cache_dir, config.option.testrunuid)
         lines += [_template_line(r) for r in records]
@@ -453,7 +453,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(WORKSPACE_KEY, None)
     ws = state.workspace if state is not None else None
     if ws is not None and ws.shared_run is not None and ws.started:
-        from dbtest.provision._shared import write_records
+        from dbtest.provision import write_records
 
         write_records(ws.settings.cache_dir, ws.shared_run, _records(state))  # type: ignore[arg-type]
 
@@ -469,7 +469,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.workspace.close()
         state.workspace = None
     if _is_xdist_controller(config):
-        from dbtest.provision._shared import stop_shared
+        from dbtest.provision import stop_shared
 
         try:
             settings = state.settings

@@ -34,26 +34,6 @@ WIRING: dict[str, str] = {}
 # Each entry is the exact finding line; the lead deletes entries as those branches
 # merge, and the check fails on a stale entry so the list cannot outlive its reason.
 ALLOWED: frozenset[str] = frozenset({
-    # backend engineer (provision; a public name in dbtest.provision or the Backend protocol)
-    "dbtest._cachekey imports dbtest.provision._binaries, private to dbtest.provision",
-    "dbtest._cachekey imports dbtest.provision._embedded, private to dbtest.provision",
-    "dbtest._cachekey imports dbtest.provision._generations, private to dbtest.provision",
-    "dbtest._cachekey imports dbtest.provision._lifetime, private to dbtest.provision",
-    "dbtest._cachekey imports dbtest.provision._local, private to dbtest.provision",
-    "dbtest._janitor imports dbtest.provision._lifetime, private to dbtest.provision",
-    "dbtest._liveness imports dbtest.provision._url, private to dbtest.provision",
-    "dbtest._pool imports dbtest.provision._server, private to dbtest.provision",
-    "dbtest._workspace imports dbtest.provision._server, private to dbtest.provision",
-    "dbtest._workspace imports dbtest.provision._shared, private to dbtest.provision",
-    "dbtest.plugin imports dbtest.provision._shared, private to dbtest.provision",
-    "dbtest.provision._local uses _RUN_DIR_NAME, private to dbtest.provision._leftovers",
-    "dbtest.provision._local uses _check_port_free, private to dbtest.provision._files",
-    "dbtest.provision._local uses _copy_tree, private to dbtest.provision._files",
-    "dbtest.provision._local uses _free_port, private to dbtest.provision._files",
-    "dbtest.provision._local uses _pidfile_ready, private to dbtest.provision._files",
-    "dbtest.provision._local uses _reachable, private to dbtest.provision._files",
-    "dbtest.provision._local uses _shut_down_cleanly, private to dbtest.provision._files",
-    "dbtest.provision._local uses _tree_size, private to dbtest.provision._files",
     # mine (engineer E), waiting for public names in dbtest.provision: parse_url, binaries
     "dbtest.concurrency._target imports dbtest.provision._url, private to dbtest.provision",
     "dbtest.snapshots._core imports dbtest.provision._url, private to dbtest.provision",
