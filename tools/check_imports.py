@@ -40,7 +40,6 @@ ALLOWED: frozenset[str] = frozenset({
     "dbtest.snapshots._files imports dbtest.provision._binaries, private to dbtest.provision",
     # cli engineer (commands, snapshots/_command.py; the command groups in _commands/
     # moved there from commands.py, waiting for public names in dbtest.provision)
-    "dbtest._commands.clean imports dbtest.provision._binaries, private to dbtest.provision",
     "dbtest._commands.clean imports dbtest.provision._detached, private to dbtest.provision",
     "dbtest._commands.clean imports dbtest.provision._generations, private to dbtest.provision",
     "dbtest._commands.clean imports dbtest.provision._lifetime, private to dbtest.provision",
