@@ -23,7 +23,7 @@ from dbtest._commands import version
 from dbtest._commands.clean import CleanItem, CleanReport, clean, clean_templates
 from dbtest._commands.doctor import BACKEND_ORDER, BackendCheck, DoctorReport, doctor
 from dbtest._commands.server import DownResult, UpResult, down, up
-from dbtest.provision._detached import (
+from dbtest.provision import (
     STATE_FILE,
     DetachedServer,
     detached_server,

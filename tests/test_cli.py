@@ -345,10 +345,7 @@ def test_clean_drops_stale_databases_of_the_cached_cluster(cache: Path) -> None:
         create_database(admin, "dbtest_w_dead", purpose="worker", mark={"pid": 2**22 + 7})
         create_database(admin, "dbtest_snap_keep", purpose="snapshot")
         admin.execute('CREATE DATABASE "not_dbtests"')
-    cluster = provisioner._handle
-    cluster.stop(keep_data=True)
-    cluster.persist()
-    cluster.discard()
+    provisioner.stop(persist=True)
     listed = commands.clean_templates(settings, dry_run=True)
     assert [i.path.name for i in listed] == ["dbtest_w_dead"]
     removed = commands.clean_templates(settings)

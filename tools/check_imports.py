@@ -34,29 +34,6 @@ WIRING: dict[str, str] = {}
 # Each entry is the exact finding line; the lead deletes entries as those branches
 # merge, and the check fails on a stale entry so the list cannot outlive its reason.
 ALLOWED: frozenset[str] = frozenset({
-    # mine (engineer E), waiting for public names in dbtest.provision: parse_url, binaries
-    "dbtest.concurrency._target imports dbtest.provision._url, private to dbtest.provision",
-    "dbtest.snapshots._core imports dbtest.provision._url, private to dbtest.provision",
-    "dbtest.snapshots._files imports dbtest.provision._binaries, private to dbtest.provision",
-    # cli engineer (commands, snapshots/_command.py; the command groups in _commands/
-    # moved there from commands.py, waiting for public names in dbtest.provision)
-    "dbtest._commands.clean imports dbtest.provision._detached, private to dbtest.provision",
-    "dbtest._commands.clean imports dbtest.provision._generations, private to dbtest.provision",
-    "dbtest._commands.clean imports dbtest.provision._lifetime, private to dbtest.provision",
-    "dbtest._commands.clean imports dbtest.provision._local, private to dbtest.provision",
-    "dbtest._commands.clean imports dbtest.provision._spares, private to dbtest.provision",
-    "dbtest._commands.doctor imports dbtest.provision._binaries, private to dbtest.provision",
-    "dbtest._commands.doctor imports dbtest.provision._detached, private to dbtest.provision",
-    "dbtest._commands.doctor imports dbtest.provision._docker, private to dbtest.provision",
-    "dbtest._commands.doctor imports dbtest.provision._embedded, private to dbtest.provision",
-    "dbtest._commands.doctor imports dbtest.provision._runas, private to dbtest.provision",
-    "dbtest._commands.doctor imports dbtest.provision._url, private to dbtest.provision",
-    "dbtest._commands.server imports dbtest.provision._detached, private to dbtest.provision",
-    "dbtest._commands.server imports dbtest.provision._docker, private to dbtest.provision",
-    "dbtest._commands.server imports dbtest.provision._lifetime, private to dbtest.provision",
-    "dbtest._commands.server imports dbtest.provision._local, private to dbtest.provision",
-    "dbtest.commands imports dbtest.provision._detached, private to dbtest.provision",
-    "dbtest.snapshots._command imports dbtest.provision._server, private to dbtest.provision",
     # isolation engineer (fixtures, _asyncio)
     "dbtest._asyncio uses _dbtest_async, private to dbtest.fixtures",
     "dbtest.fixtures imports dbtest.provision._server, private to dbtest.provision",

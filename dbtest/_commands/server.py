@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dbtest import provision
 from dbtest._commands._spec import PROG, Command, Invocation, say
 from dbtest.errors import ConfigError, DbtestError, ProvisionError, RefusedError, mask_url
-from dbtest.provision import _lifetime as lifetime
-from dbtest.provision._detached import (
+from dbtest.provision import (
     DetachedServer,
     attached_sessions,
     detached_server,
@@ -40,7 +40,6 @@ from dbtest.provision._detached import (
 )
 
 if TYPE_CHECKING:
-    from dbtest.provision._local import LocalCluster
     from dbtest.settings import Settings
 
 __all__ = ["COMMANDS", "DownResult", "UpResult", "down", "up"]
@@ -122,7 +121,7 @@ def _up_detached(settings: Settings) -> UpResult:
         remove_state(settings.cache_dir, found)  # its server is gone
     if settings.backend == "docker":
         raise ConfigError(_NO_DOCKER_DETACH)
-    from dbtest.provision import Provisioner
+    from dbtest.provision import LocalBackend, Provisioner
 
     # a detached start is watched until the server answers: a crash half-way leaves
     # nothing behind
@@ -131,21 +130,21 @@ def _up_detached(settings: Settings) -> UpResult:
     if server.backend == "url":
         return UpResult(server.url, server.dsn, "url", server.version, None, None,
                         detached=False, external=True)
-    cluster: LocalCluster | None = getattr(provisioner, "_handle", None)
-    from dbtest.provision._local import LocalCluster
-
-    if not isinstance(cluster, LocalCluster):
+    backend = provisioner.backend
+    if not isinstance(backend, LocalBackend):
         provisioner.stop()
         raise ConfigError(_NO_DOCKER_DETACH)
     try:
-        assert cluster.run_dir is not None and cluster.entry is not None
+        if backend.run_dir is None or backend.entry is None:
+            raise ProvisionError("the server started but left no run folder or registry entry "
+                                 "to keep it detached; run `dbtest doctor` and retry")
         state = DetachedServer(server.url, server.dsn, int(server.details["pid"]),
-                               str(cluster.run_dir), server.backend, server.version,
-                               str(cluster.entry), time.time(),
+                               str(backend.run_dir), server.backend, server.version,
+                               str(backend.entry), time.time(),
                                project_root=str(settings.root.resolve()))
         path = write_state(settings.cache_dir, state)
     except BaseException:
-        cluster.stop()
+        provisioner.stop()
         raise
     return UpResult(state.url, state.dsn, state.backend, state.version, state.pid,
                     state.run_dir, detached=True, state_file=path)
@@ -179,7 +178,7 @@ def _stop_signals(stop: threading.Event | None) -> Iterator[threading.Event]:
 def _wait_for_stop(pid: int | None, event: threading.Event, log: str | None) -> None:
     """Block until ``event`` is set; fail if the server dies meanwhile."""
     while not event.wait(0.5):
-        if pid is not None and not lifetime.pid_alive(pid):
+        if pid is not None and not provision.pid_alive(pid):
             # quoted now: stopping deletes the run folder, log included
             raise ProvisionError(f"the server (pid {pid}) stopped on its own (killed, or "
                                  f"out of memory or disk?). Its log ended with:\n"
@@ -220,7 +219,7 @@ def down(settings: Settings, force: bool = False) -> DownResult:
     """Stop the server ``dbtest up --detach`` started and delete its data.
 
     Also removes the docker backend's containers kept for reuse (see
-    :func:`dbtest.provision._docker.down_containers`).
+    :func:`dbtest.provision.down_containers`).
 
     Only the server recorded in ``<cache_dir>/up.json`` is touched, and only when its
     run folder carries dbtest's mark. While test sessions use it, ``down`` refuses and
@@ -229,7 +228,7 @@ def down(settings: Settings, force: bool = False) -> DownResult:
     :param force: stop the server even while test sessions use it
     """
     result = _down_detached(settings, force)
-    from dbtest.provision._docker import down_containers
+    from dbtest.provision import down_containers
 
     docker = down_containers(settings.cache_dir)
     return dataclasses.replace(result, containers=docker.removed,
@@ -245,7 +244,7 @@ def _down_detached(settings: Settings, force: bool) -> DownResult:
                 raise DbtestError(f"{path} is unreadable; if no dbtest server runs, delete it.")
             return DownResult(found=False, was_running=False, state_file=path)
         run_dir = Path(found.run_dir)
-        if run_dir.exists() and not (run_dir / lifetime.OWNED_MARK).exists():
+        if run_dir.exists() and not (run_dir / provision.OWNED_MARK).exists():
             raise RefusedError(f"refusing to stop pid {found.pid}: {run_dir} (named in {path}) "
                                f"has no dbtest mark, so dbtest did not create it. If no dbtest "
                                f"server runs, delete {path}.")
@@ -258,9 +257,9 @@ def _down_detached(settings: Settings, force: bool) -> DownResult:
                                f"{len(sessions)} test session(s) still use it:\n{listed}\n"
                                f"Wait for them to finish, or stop it anyway with "
                                f"dbtest down --force (their remaining tests will fail).")
-        reg = lifetime.Registration(found.pid, found.pid, found.run_dir, found.started)
-        lifetime.retire(Path(found.entry), reg)
-        if lifetime.is_our_postmaster(found.pid, found.run_dir):
+        reg = provision.Registration(found.pid, found.pid, found.run_dir, found.started)
+        provision.retire_server(Path(found.entry), reg)
+        if provision.is_our_postmaster(found.pid, found.run_dir):
             raise ProvisionError(f"the server (pid {found.pid}) did not stop; kill it and run "
                                  f"dbtest down again.")
         remove_state(settings.cache_dir, found)

@@ -45,7 +45,7 @@ def conninfo_for(target: Any, who: str = "Scenario") -> str:
     ``postgresql://`` URI, a libpq conninfo string, an object with a ``.dsn`` (``fresh_db``,
     ``PostgresServer``) or a SQLAlchemy ``Engine``. Sessions and connections are refused.
     """
-    from dbtest.provision._url import parse_url
+    from dbtest.provision import parse_url
 
     _refuse_connection_objects(target, who)
     if type(target).__name__ in ("Engine", "AsyncEngine"):

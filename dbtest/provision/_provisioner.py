@@ -126,16 +126,6 @@ class Provisioner:
         if backend is not None:
             backend.stop(persist=persist, background=background)
 
-    @property
-    def _handle(self) -> Any:
-        """The backend's insides, for callers not yet moved to :attr:`backend`
-        (``commands._up_detached``, a CLI test): the local cluster or docker container."""
-        if isinstance(self.backend, LocalBackend):
-            return self.backend.cluster
-        if isinstance(self.backend, DockerBackend):
-            return self.backend.container
-        return None
-
 
 def project_key(settings: Settings) -> str:
     """Names the project a run is for: its root and what defines its templates."""

@@ -15,7 +15,7 @@ from dbtest.snapshots._core import (
 from dbtest.snapshots._files import export_snapshot, import_snapshot
 
 if TYPE_CHECKING:
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
     from dbtest.settings import Settings
 
 __all__ = ["snapshot_command"]

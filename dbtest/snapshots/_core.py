@@ -69,7 +69,7 @@ def resolve_server(server_or_url: PostgresServer | str) -> PostgresServer:
         return server_or_url
     text = str(server_or_url)
     if "://" in text:
-        from dbtest.provision._url import parse_url
+        from dbtest.provision import parse_url
 
         params = parse_url(text)
     else:

@@ -29,14 +29,14 @@ __all__ = ["export_snapshot", "import_snapshot", "pg_tool"]
 def pg_tool(server: PostgresServer, tool: str) -> Path:
     """``pg_dump``/``pg_restore`` for ``server``: its own bindir, else PATH, else the newest
     install found, refusing one older than the server."""
-    from dbtest.provision import _binaries as binaries
+    from dbtest.provision import discover_binaries
 
     bindir = server.details.get("bindir")
     candidates = [Path(bindir) / tool] if bindir else []
     found = shutil.which(tool)
     if found:
         candidates.append(Path(found))
-    candidates += [b.tool(tool) for b in binaries.discover()]
+    candidates += [b.tool(tool) for b in discover_binaries()]
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK) and _major(path) >= server.major:
             return path
