@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 from collections.abc import AsyncIterator
@@ -168,6 +169,7 @@ _MIXES_LOOPS_CORRECTLY = (1, 2)
 _SCOPES_KEY = pytest.StashKey[dict[str, str]]()
 
 
+@functools.cache  # read once: importlib.metadata scans the installed distributions (~1 ms)
 def _pytest_asyncio_version() -> tuple[int, ...]:
     import importlib.metadata
 
@@ -229,9 +231,9 @@ def _define(scope: str, fixture: Any) -> None:
 
     async def pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
                    **pools: _Pools) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
-        from dbtest.fixtures import _dbtest_async
+        from dbtest.fixtures import async_pair
 
-        steps = _dbtest_async(request, _dbtest_workspace, pools[pools_name])
+        steps = async_pair(request, _dbtest_workspace, pools[pools_name])
         value = await steps.__anext__()
         try:
             yield value
@@ -253,10 +255,10 @@ async def _anyio_pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspa
                       anyio_backend: Any,
                       ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
     """``async_db``'s pair for an anyio test, run by anyio's plugin on the test's runner."""
-    from dbtest.fixtures import _dbtest_async
+    from dbtest.fixtures import async_pair
 
     pools = _Pools()  # anyio may close this loop after the test: close its pool now
-    steps = _dbtest_async(request, _dbtest_workspace, pools)
+    steps = async_pair(request, _dbtest_workspace, pools)
     value = await steps.__anext__()
     try:
         yield value
