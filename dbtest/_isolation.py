@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -37,7 +37,7 @@ __all__ = ["SAVEPOINT_MODE", "TestTransaction", "async_outer_transaction", "asyn
 
 #: how a test's session joins the outer transaction (SQLAlchemy's "joining a Session into
 #: an external transaction" recipe): its commit() and rollback() act on a savepoint
-SAVEPOINT_MODE = "create_savepoint"
+SAVEPOINT_MODE: Final = "create_savepoint"
 
 
 # -- the core: the steps on a sync connection -------------------------------------------------

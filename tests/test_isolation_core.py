@@ -127,8 +127,8 @@ async def test_async_path_finds_and_reports_a_leak(workspace: Workspace) -> None
 
 async def test_async_start_check_blames_earlier_tests(workspace: Workspace) -> None:
     tracker = Tracker()
-    with workspace.worker_database(workspace.default_key()).engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO notes (body) VALUES ('sneaky')")
+    with workspace.worker_database(workspace.default_key()).engine.begin() as other:
+        other.exec_driver_sql("INSERT INTO notes (body) VALUES ('sneaky')")
     tracker.since_clean[workspace.worker_database(workspace.default_key()).name] = ["t0"]
     tx = TestTransaction(Checker(workspace, workspace.default_key(), "t1", tracker))
     with pytest.raises(LeakError, match=r"found when t1 started.*committed by t0, the only"):
