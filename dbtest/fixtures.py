@@ -199,18 +199,18 @@ def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Se
     state = request.config.stash[WORKSPACE_KEY]
     fresh = isolation_mode(request, state.workspace) == "fresh"
     options = session_options(state.settings)
-    if fresh:  # the session owns its transactions: commit() commits for real
-        session = options.make(db_connection)
-        _bind_factories(request, session)
-        try:
-            yield session
-        finally:
-            session.close()
-        return
-    session = options.make(db_connection, join_transaction_mode=SAVEPOINT_MODE)
-    request.node.stash[_TX_KEY].session = session  # closed by db_connection's teardown
+    # on a fresh database the session owns its transactions: commit() commits for real
+    session = options.make(db_connection) if fresh else options.make(
+        db_connection, join_transaction_mode=SAVEPOINT_MODE)
+    tx = None if fresh else request.node.stash.get(_TX_KEY, None)
+    if tx is not None:  # closed by db_connection's teardown, after the rollback
+        tx.session = session
     _bind_factories(request, session)
-    yield session
+    try:
+        yield session
+    finally:
+        if tx is None:  # a fresh database, or a db_connection overridden by the project
+            session.close()
 
 
 def _bind_factories(request: pytest.FixtureRequest, session: Any) -> None:
