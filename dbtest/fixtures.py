@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
-    from dbtest._asyncio import _Pools
+    from dbtest._asyncio import Pools
     from dbtest._leakcheck import Checker
     from dbtest._templates import TemplateKey
     from dbtest._workspace import FreshDatabase, Workspace
@@ -280,7 +280,7 @@ test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytes
 # The async fixtures: dbtest._asyncio runs them on the test's own loop.
 
 async def async_pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
-                     pools: _Pools,
+                     pools: Pools,
                      ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
     """The ``(AsyncConnection, AsyncSession)`` of one async test (what ``async_db`` and
     ``async_db_connection`` return); :mod:`dbtest._asyncio` runs it as a fixture on the

@@ -79,12 +79,8 @@ ALLOWED: frozenset[str] = frozenset({
     "dbtest.commands imports dbtest.provision._detached, private to dbtest.provision",
     "dbtest.snapshots._command imports dbtest.provision._server, private to dbtest.provision",
     # isolation engineer (fixtures, _asyncio)
-    "dbtest._asyncio uses _dbtest_async, private to dbtest.fixtures",
     "dbtest.fixtures imports dbtest.provision._server, private to dbtest.provision",
-    "dbtest.fixtures uses _Pools, private to dbtest._asyncio",
     "dbtest.fixtures uses _sessions, private to dbtest._databases",
-    # apps engineer (_integration)
-    "dbtest._integration uses _isolation, private to dbtest.fixtures",
 })
 
 
