@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 from collections.abc import AsyncIterator
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from dbtest._workspace import WorkerDatabase, Workspace
 
-__all__ = ["ASYNC_FIXTURES", "LOOP_SCOPES", "active", "configure", "fixture_for",
+__all__ = ["ASYNC_FIXTURES", "LOOP_SCOPES", "Pools", "active", "configure", "fixture_for",
            "mark_async_items", "test_loop_scope"]
 
 LOOP_SCOPES = ("function", "class", "module", "package", "session")
@@ -168,6 +169,7 @@ _MIXES_LOOPS_CORRECTLY = (1, 2)
 _SCOPES_KEY = pytest.StashKey[dict[str, str]]()
 
 
+@functools.cache  # read once: importlib.metadata scans the installed distributions (~1 ms)
 def _pytest_asyncio_version() -> tuple[int, ...]:
     import importlib.metadata
 
@@ -201,7 +203,7 @@ def _check_mixing(config: pytest.Config, nodeid: str, scope: str) -> None:
         f"@pytest.mark.asyncio).")
 
 
-class _Pools:
+class Pools:
     """The worker databases whose pooled async engine was used on one loop."""
 
     def __init__(self) -> None:
@@ -220,18 +222,18 @@ def _define(scope: str, fixture: Any) -> None:
     """Define this loop scope's two fixtures (``fixture`` is ``pytest_asyncio.fixture``)."""
     pools_name = f"_dbtest_async_pools_{scope}"
 
-    async def pools() -> AsyncIterator[_Pools]:
-        found = _Pools()
+    async def pools() -> AsyncIterator[Pools]:
+        found = Pools()
         try:
             yield found
         finally:
             await found.close()
 
     async def pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
-                   **pools: _Pools) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
-        from dbtest.fixtures import _dbtest_async
+                   **pools: Pools) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
+        from dbtest.fixtures import async_pair
 
-        steps = _dbtest_async(request, _dbtest_workspace, pools[pools_name])
+        steps = async_pair(request, _dbtest_workspace, pools[pools_name])
         value = await steps.__anext__()
         try:
             yield value
@@ -253,10 +255,10 @@ async def _anyio_pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspa
                       anyio_backend: Any,
                       ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
     """``async_db``'s pair for an anyio test, run by anyio's plugin on the test's runner."""
-    from dbtest.fixtures import _dbtest_async
+    from dbtest.fixtures import async_pair
 
-    pools = _Pools()  # anyio may close this loop after the test: close its pool now
-    steps = _dbtest_async(request, _dbtest_workspace, pools)
+    pools = Pools()  # anyio may close this loop after the test: close its pool now
+    steps = async_pair(request, _dbtest_workspace, pools)
     value = await steps.__anext__()
     try:
         yield value

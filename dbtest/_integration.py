@@ -220,12 +220,12 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
 
     @pytest.fixture(autouse=autouse)
     def _fixture(request: pytest.FixtureRequest) -> Iterator[Any]:
-        from dbtest.fixtures import _isolation
+        from dbtest.fixtures import isolation_mode
 
         workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
         found = plug.for_test(request, workspace)
         options = plug.options(workspace)
-        fresh = _isolation(request, workspace) == "fresh"
+        fresh = isolation_mode(request, workspace) == "fresh"
         if fresh:
             fresh_url = request.getfixturevalue("_dbtest_fresh").url
             for app_engine in found.engines:

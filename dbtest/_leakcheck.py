@@ -26,7 +26,6 @@ from dbtest._leaks import (
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from dbtest._templates import TemplateKey
     from dbtest._workspace import WorkerDatabase, Workspace
@@ -35,7 +34,13 @@ __all__ = ["Checker"]
 
 
 class Checker:
-    """One test's leak checks on one worker database."""
+    """One test's leak checks on one worker database.
+
+    :meth:`at_start` and :meth:`at_end` run the queries on a sync ``Connection`` (the async
+    fixtures run them in SQLAlchemy's greenlet through ``AsyncConnection.run_sync``: one
+    code path); :meth:`found` acts on what they found. The connection's lifecycle around
+    them is :class:`dbtest._isolation.TestTransaction`'s.
+    """
 
     def __init__(self, workspace: Workspace, key: TemplateKey, test: str,
                  tracker: Tracker) -> None:
@@ -44,10 +49,36 @@ class Checker:
         self.test = test
         self.tracker = tracker
 
-    # -- what the checks found -------------------------------------------------------------
-    def _found(self, worker: WorkerDatabase, records: list[str], *, at_setup: bool
-               ) -> None:
-        """Record a clean check, or reset the database and report the leak."""
+    def worker(self) -> WorkerDatabase:
+        """The worker database the test runs on (cloned on first use)."""
+        return self.workspace.worker_database(self.key)
+
+    # -- the checks --------------------------------------------------------------------------
+    def at_start(self, conn: Connection, worker: WorkerDatabase) -> list[str]:
+        """What was committed since the last clean check (``conn`` has just begun the
+        test's transaction: nothing in it is the test's own)."""
+        return _run(conn, check_query(in_transaction=False, ddl_events=worker.ddl_events))
+
+    def at_end(self, conn: Connection, worker: WorkerDatabase) -> list[str]:
+        """What other transactions committed during the test: checked from inside the
+        test's transaction before its rollback (one query), else after it. Rolls back."""
+        records: list[str] | None = None
+        if conn.in_transaction():
+            query = check_query(in_transaction=True, ddl_events=worker.ddl_events)
+            try:
+                records = _run(conn, query) if query else None
+            except Exception:  # e.g. the test left its transaction aborted
+                records = None
+            conn.rollback()
+        if records is None:  # broken transaction, or no DDL events: check after it
+            records = _run(conn, check_query(in_transaction=False,
+                                             ddl_events=worker.ddl_events))
+            conn.rollback()
+        return records
+
+    def found(self, worker: WorkerDatabase, records: list[str], *, at_setup: bool) -> None:
+        """Record a clean check, or reset the database and report the leak (raises
+        :class:`~dbtest.errors.LeakError` unless ``leaks = "warn"``)."""
         if not records:
             self.tracker.clean(worker.name)
             if not at_setup and self.tracker.vacuum_due(worker.name):
@@ -59,43 +90,23 @@ class Checker:
         report(leak_message(records, test=self.test, at_setup=at_setup, suspects=suspects),
                self.workspace.settings.leaks)
 
-    # -- sync ---------------------------------------------------------------------------
+    # -- the sync lifecycle, for callers without a fixture (tests, bench_leaks.py) ----------
     def begin(self) -> tuple[WorkerDatabase, Connection]:
         """The test's connection, inside its transaction, after the start check."""
-        worker = self.workspace.worker_database(self.key)
-        conn = worker.engine.connect()
-        conn.begin()
-        query = check_query(in_transaction=False, ddl_events=worker.ddl_events)
-        records = _run(conn, query)
-        if records:
-            conn.rollback()
-            conn.close()
-            self._found(worker, records, at_setup=True)  # raises unless leaks = "warn"
-            worker = self.workspace.worker_database(self.key)
-            conn = worker.engine.connect()
-            conn.begin()
-        else:
-            self.tracker.clean(worker.name)
-        return worker, conn
+        from dbtest._isolation import TestTransaction
+
+        tx = TestTransaction(self)
+        conn = tx.open()
+        assert tx.worker is not None
+        return tx.worker, conn
 
     def end(self, worker: WorkerDatabase, conn: Connection) -> None:
-        """Check before the rollback (one query), roll back, report."""
-        records: list[str] | None = None
-        try:
-            if conn.in_transaction():
-                query = check_query(in_transaction=True, ddl_events=worker.ddl_events)
-                try:
-                    records = _run(conn, query) if query else None
-                except Exception:  # e.g. the test left its transaction aborted
-                    records = None
-                conn.rollback()
-            if records is None:  # broken transaction, or no DDL events: check after it
-                records = _run(conn, check_query(in_transaction=False,
-                                                 ddl_events=worker.ddl_events))
-                conn.rollback()
-        finally:
-            conn.close()
-        self._found(worker, records, at_setup=False)
+        """Check before the rollback (one query), roll back, close, report."""
+        from dbtest._isolation import TestTransaction
+
+        tx = TestTransaction(self)
+        tx.worker = worker
+        tx.close(conn)
 
     def check_committed(self, *, at_setup: bool) -> None:
         """Check the worker database from a connection of its own (for tests that use
@@ -107,45 +118,7 @@ class Checker:
             records = _run(conn, check_query(in_transaction=False,
                                              ddl_events=worker.ddl_events))
             conn.rollback()
-        self._found(worker, records, at_setup=at_setup)
-
-    # -- async --------------------------------------------------------------------------
-    async def abegin(self) -> tuple[WorkerDatabase, AsyncConnection]:
-        """:meth:`begin` on the running event loop's async engine."""
-        worker = self.workspace.worker_database(self.key)
-        conn = await worker.async_engine().connect()
-        await conn.begin()
-        records = await _arun(conn, check_query(in_transaction=False,
-                                                ddl_events=worker.ddl_events))
-        if records:
-            await conn.rollback()
-            await conn.close()
-            self._found(worker, records, at_setup=True)
-            worker = self.workspace.worker_database(self.key)
-            conn = await worker.async_engine().connect()
-            await conn.begin()
-        else:
-            self.tracker.clean(worker.name)
-        return worker, conn
-
-    async def aend(self, worker: WorkerDatabase, conn: AsyncConnection) -> None:
-        """:meth:`end` for an async connection."""
-        records: list[str] | None = None
-        try:
-            if conn.in_transaction():
-                query = check_query(in_transaction=True, ddl_events=worker.ddl_events)
-                try:
-                    records = await _arun(conn, query) if query else None
-                except Exception:  # e.g. the test left its transaction aborted
-                    records = None
-                await conn.rollback()
-            if records is None:
-                records = await _arun(conn, check_query(in_transaction=False,
-                                                        ddl_events=worker.ddl_events))
-                await conn.rollback()
-        finally:
-            await conn.close()
-        self._found(worker, records, at_setup=False)
+        self.found(worker, records, at_setup=at_setup)
 
 
 def _vacuum(worker: WorkerDatabase) -> None:
@@ -176,18 +149,6 @@ def _run(conn: Connection, query: str | None) -> list[str]:
         return [RECORD_DROPPED]
     finally:
         cursor.close()
-
-
-async def _arun(conn: AsyncConnection, query: str | None) -> list[str]:
-    if query is None:
-        return []
-    try:
-        return _records((await conn.exec_driver_sql(query)).all())
-    except Exception as exc:
-        if not is_missing_record(exc):
-            raise
-        await conn.rollback()
-        return [RECORD_DROPPED]
 
 
 def report(message: str, mode: str) -> None:

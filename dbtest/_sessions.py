@@ -107,7 +107,24 @@ def session_options(settings: Settings | None, *, asynchronous: bool = False,
 
     ``app_factory`` is the application's ``sessionmaker`` / ``async_sessionmaker`` (its
     ``class_`` and ``kw`` are read); the ``session_options`` setting wins key by key.
+    Without one, the result is worked out once per ``settings`` (every test asks).
     """
+    if app_factory is None:
+        cached = _CACHE.get((id(settings), asynchronous))
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+        found = _session_options(settings, asynchronous, None)
+        _CACHE[(id(settings), asynchronous)] = (settings, found)  # settings kept: ids stay
+        return found
+    return _session_options(settings, asynchronous, app_factory)
+
+
+#: (id of the settings, asynchronous) -> (those settings, their options)
+_CACHE: dict[tuple[int, bool], tuple[Settings | None, SessionOptions]] = {}
+
+
+def _session_options(settings: Settings | None, asynchronous: bool, app_factory: Any
+                     ) -> SessionOptions:
     from sqlalchemy.orm import Session
 
     if asynchronous:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from dbtest._isolation import SAVEPOINT_MODE, TestTransaction
 from dbtest.plugin import MARKER, WORKSPACE_KEY, marker_options, workspace_for
 
 if TYPE_CHECKING:
@@ -22,15 +23,17 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
-    from dbtest._asyncio import _Pools
+    from dbtest._asyncio import Pools
     from dbtest._leakcheck import Checker
     from dbtest._templates import TemplateKey
     from dbtest._workspace import FreshDatabase, Workspace
     from dbtest.provision._server import PostgresServer
 
+#: the savepoint transaction of the running test (``db_connection`` -> ``db``)
+_TX_KEY = pytest.StashKey[TestTransaction]()
+
 __all__ = ["_session_faker", "async_db", "async_db_connection", "async_db_engine", "db",
-           "db_connection",
-           "db_engine", "dbtest_server", "faker", "fresh_db"]
+           "db_connection", "db_engine", "dbtest_server", "faker", "fresh_db", "isolation_mode"]
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +69,8 @@ def _template_key(request: pytest.FixtureRequest, workspace: Workspace) -> Templ
     return workspace.key_for(opts.get("schema"), tuple(opts.get("seeds") or ()))
 
 
-def _isolation(request: pytest.FixtureRequest, workspace: Workspace | None) -> str:
+def isolation_mode(request: pytest.FixtureRequest, workspace: Workspace | None) -> str:
+    """``"savepoint"`` or ``"fresh"``: the test's marker, else the ``isolation`` setting."""
     default = workspace.settings.isolation if workspace is not None else "savepoint"
     return str(marker_options(request.node).get("isolation") or default)
 
@@ -161,17 +165,18 @@ def db_connection(request: pytest.FixtureRequest, _dbtest_workspace: Workspace
     after the test. With ``@pytest.mark.dbtest(isolation="fresh")`` it is a plain
     connection to a fresh database instead.
     """
-    if _isolation(request, _dbtest_workspace) == "fresh":
+    if isolation_mode(request, _dbtest_workspace) == "fresh":
         fresh: FreshDatabase = request.getfixturevalue("_dbtest_fresh")
         with fresh.engine.connect() as conn:
             yield conn
         return
-    checker = _checker(request, _dbtest_workspace)
-    worker, conn = checker.begin()  # checks what earlier tests may have committed
+    tx = TestTransaction(_checker(request, _dbtest_workspace))
+    conn = tx.open()  # checks what earlier tests may have committed
+    request.node.stash[_TX_KEY] = tx  # ``db`` hands its session over (closed after rollback)
     try:
         yield conn
     finally:
-        checker.end(worker, conn)  # checks what this test committed, rolls back
+        tx.close(conn)  # checks what this test committed, rolls back, closes ``db``'s session
 
 
 def _checker(request: pytest.FixtureRequest, workspace: Workspace) -> Checker:
@@ -192,16 +197,20 @@ def db(request: pytest.FixtureRequest, db_connection: Connection) -> Iterator[Se
     from dbtest._sessions import session_options
 
     state = request.config.stash[WORKSPACE_KEY]
-    fresh = _isolation(request, state.workspace) == "fresh"
+    fresh = isolation_mode(request, state.workspace) == "fresh"
     options = session_options(state.settings)
     # on a fresh database the session owns its transactions: commit() commits for real
     session = options.make(db_connection) if fresh else options.make(
-        db_connection, join_transaction_mode="create_savepoint")
+        db_connection, join_transaction_mode=SAVEPOINT_MODE)
+    tx = None if fresh else request.node.stash.get(_TX_KEY, None)
+    if tx is not None:  # closed by db_connection's teardown, after the rollback
+        tx.session = session
     _bind_factories(request, session)
     try:
         yield session
     finally:
-        session.close()
+        if tx is None:  # a fresh database, or a db_connection overridden by the project
+            session.close()
 
 
 def _bind_factories(request: pytest.FixtureRequest, session: Any) -> None:
@@ -270,15 +279,18 @@ test_seed.__test__ = False  # type: ignore[attr-defined]  # not a test for pytes
 
 # The async fixtures: dbtest._asyncio runs them on the test's own loop.
 
-async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
-                        pools: _Pools,
-                        ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
+async def async_pair(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
+                     pools: Pools,
+                     ) -> AsyncIterator[tuple[AsyncConnection, AsyncSession]]:
+    """The ``(AsyncConnection, AsyncSession)`` of one async test (what ``async_db`` and
+    ``async_db_connection`` return); :mod:`dbtest._asyncio` runs it as a fixture on the
+    test's own event loop."""
     # One async fixture gives both the connection and the session: each async fixture
     # costs a trip through pytest-asyncio's runner, which dominated async_db's overhead.
     from dbtest._sessions import session_options
 
     options = session_options(_dbtest_workspace.settings, asynchronous=True)
-    if _isolation(request, _dbtest_workspace) == "fresh":
+    if isolation_mode(request, _dbtest_workspace) == "fresh":
         from sqlalchemy.ext.asyncio import create_async_engine
         from sqlalchemy.pool import NullPool
 
@@ -293,20 +305,19 @@ async def _dbtest_async(request: pytest.FixtureRequest, _dbtest_workspace: Works
                 await session.close()
         await engine.dispose()
         return
-    checker = _checker(request, _dbtest_workspace)
-    worker, conn = await checker.abegin()  # what earlier tests may have committed
-    pools.track(worker)  # its pool on this loop is closed before the loop ends
-    session = options.make(conn, join_transaction_mode="create_savepoint")
+    tx = TestTransaction(_checker(request, _dbtest_workspace))
+    conn = await tx.aopen()  # what earlier tests may have committed
+    assert tx.worker is not None
+    pools.track(tx.worker)  # its pool on this loop is closed before the loop ends
+    session = options.make(conn, join_transaction_mode=SAVEPOINT_MODE)
     _bind_factories(request, session)
     try:
         yield conn, session
     finally:
-        try:
-            await session.close()
-        finally:
-            await checker.aend(worker, conn)  # what this test committed; rollback
+        await tx.aclose(conn, session)  # session closed, what this test committed, rollback
 
-def _async_pair(request: pytest.FixtureRequest) -> tuple[AsyncConnection, AsyncSession]:
+
+def _pair_of(request: pytest.FixtureRequest) -> tuple[AsyncConnection, AsyncSession]:
     from dbtest._asyncio import fixture_for
 
     return request.getfixturevalue(fixture_for(request))  # type: ignore[no-any-return]
@@ -316,7 +327,7 @@ def async_db_connection(request: pytest.FixtureRequest) -> AsyncConnection:
     """The ``AsyncConnection`` (asyncpg) inside this test's outer transaction,
     rolled back after the test; the async twin of ``db_connection`` (``async_db``
     shares it). Opened on the event loop the test runs on."""
-    return _async_pair(request)[0]
+    return _pair_of(request)[0]
 
 @pytest.fixture
 def async_db(request: pytest.FixtureRequest) -> AsyncSession:
@@ -324,7 +335,7 @@ def async_db(request: pytest.FixtureRequest) -> AsyncSession:
     under test may ``await session.commit()`` and use ``session.begin_nested()``.
     Opened on the event loop the test runs on; ``expire_on_commit=False`` unless the
     ``session_options`` setting says otherwise."""
-    return _async_pair(request)[1]
+    return _pair_of(request)[1]
 
 
 _ = (MARKER,)  # re-exported for the plugin's help text

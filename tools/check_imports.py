@@ -35,12 +35,8 @@ WIRING: dict[str, str] = {}
 # merge, and the check fails on a stale entry so the list cannot outlive its reason.
 ALLOWED: frozenset[str] = frozenset({
     # isolation engineer (fixtures, _asyncio)
-    "dbtest._asyncio uses _dbtest_async, private to dbtest.fixtures",
     "dbtest.fixtures imports dbtest.provision._server, private to dbtest.provision",
-    "dbtest.fixtures uses _Pools, private to dbtest._asyncio",
     "dbtest.fixtures uses _sessions, private to dbtest._databases",
-    # apps engineer (_integration)
-    "dbtest._integration uses _isolation, private to dbtest.fixtures",
 })
 
 
