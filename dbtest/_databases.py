@@ -181,9 +181,6 @@ def open_sessions(conn: psycopg.Connection[Any], name: str) -> list[str]:
     return [f"pid {pid} ({app or 'no name'}, {state}): {query}" for pid, app, state, query in rows]
 
 
-# The old private name, still imported by fixtures.py (the isolation engineer's file,
-# issue 17); remove once fixtures.py uses open_sessions.
-_sessions = open_sessions
 
 
 def drop_database(conn: psycopg.Connection[Any], name: str, *, force: bool = True,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from dbtest._leakcheck import Checker
     from dbtest._templates import TemplateKey
     from dbtest._workspace import FreshDatabase, Workspace
-    from dbtest.provision._server import PostgresServer
+    from dbtest.provision import PostgresServer
 
 #: the savepoint transaction of the running test (``db_connection`` -> ``db``)
 _TX_KEY = pytest.StashKey[TestTransaction]()
@@ -127,14 +127,14 @@ def _dbtest_fresh(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
 def _open_sessions(workspace: Workspace, name: str) -> list[str]:
     import time
 
-    from dbtest._databases import _sessions, admin_connection
+    from dbtest._databases import admin_connection, open_sessions
 
     with admin_connection(workspace.server.dsn) as admin:
         deadline = time.monotonic() + 1.0
-        sessions = _sessions(admin, name)
+        sessions = open_sessions(admin, name)
         while sessions and time.monotonic() < deadline:
             time.sleep(0.005)  # closed clients' backends take a moment to exit
-            sessions = _sessions(admin, name)
+            sessions = open_sessions(admin, name)
     return sessions
 
 

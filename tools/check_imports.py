@@ -34,9 +34,6 @@ WIRING: dict[str, str] = {}
 # Each entry is the exact finding line; the lead deletes entries as those branches
 # merge, and the check fails on a stale entry so the list cannot outlive its reason.
 ALLOWED: frozenset[str] = frozenset({
-    # isolation engineer (fixtures, _asyncio)
-    "dbtest.fixtures imports dbtest.provision._server, private to dbtest.provision",
-    "dbtest.fixtures uses _sessions, private to dbtest._databases",
 })
 
 
