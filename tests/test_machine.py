@@ -292,7 +292,12 @@ def test_full_cache_dir_still_runs_or_says_why(tmp_path: Path) -> None:
 
 
 def test_embedded_backend_twice_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbtest.provision import _embedded as embedded
+    import importlib
+
+    # the module dbtest will import, from sys.modules: after a pytester in-process run
+    # restored sys.modules, the package attribute may still name an older copy, and a patch
+    # on that copy would not reach the start
+    embedded = importlib.import_module("dbtest.provision._embedded")
 
     if os.geteuid() != 0:
         pytest.skip("the shared copy is made only when dbtest runs as root")
