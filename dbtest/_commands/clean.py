@@ -132,7 +132,6 @@ def _forget_record(cache: Path, state: DetachedServer) -> None:
 
 
 def _own_folders(settings: Settings) -> list[Path]:
-
     own = provision.spare_namespace(settings.cache_dir)
     return [settings.cache_dir, *(p for p in provision.spare_dirs(settings.cache_dir)
                                   if p.name == own)]
@@ -140,13 +139,15 @@ def _own_folders(settings: Settings) -> list[Path]:
 
 def _drop_vanished_namespaces(cache: Path) -> list[CleanItem]:
     """Remove the (now empty) folders of this user's cache dirs that no longer exist."""
-
     out = []
     own = provision.spare_namespace(cache)
     for ns in provision.spare_dirs(cache):
         if ns.name == own:
             continue
-        leftover = [p for p in ns.rglob("*") if p.is_file() and p.name != "cache_dir"]
+        try:
+            leftover = [p for p in ns.rglob("*") if p.is_file() and p.name != "cache_dir"]
+        except FileNotFoundError:
+            continue  # another clean (or its owner) removed it meanwhile
         if leftover:
             continue  # a run folder still in use: its owner removes it
         with contextlib.suppress(OSError):
