@@ -24,6 +24,16 @@ them alone: they could not run on its loop; the app's engines still follow the t
 database there, and the leak check reports what they commit). ``execution_options`` (e.g.
 ``schema_translate_map``) apply to the test's connection and to the app's engines'
 connections; ``connect_args`` are added to the app engines' connect arguments.
+
+A FastAPI app that opens its sessions in a dependency (``def get_db(): with
+Session(engine) as session: yield session``) gets it overridden for each test::
+
+    dbtest_app = plug_app("myapp.db:engine", app="myapp.main:app",
+                          session_dependency="myapp.deps:get_db")
+
+so the app's routes use the test's ``db`` (savepoint or fresh alike), and the test sees
+what the request wrote; the override is removed after the test (the app's own overrides
+are put back).
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dbtest._appengine import AppEngine
+from dbtest._appengine import AppEngine, AppOverrides
 from dbtest._build import import_object
 from dbtest.errors import ConfigError
 
@@ -108,7 +118,8 @@ class _Plug:
     """One ``plug_app()`` call: its targets, options, and what they resolved to."""
 
     def __init__(self, targets: tuple[Any, ...], execution_options: dict[str, Any],
-                 connect_args: dict[str, Any]) -> None:
+                 connect_args: dict[str, Any], app: Any = None,
+                 dependencies: list[Any] | None = None) -> None:
         self.fixtures = [t.removeprefix(FIXTURE) for t in targets
                          if isinstance(t, str) and t.startswith(FIXTURE)]
         self.targets = tuple(t for t in targets if not (isinstance(t, str)
@@ -116,6 +127,8 @@ class _Plug:
         self.execution_options = execution_options
         self.connect_args = connect_args
         self.found: _Targets | None = None
+        self.app, self.dependencies = app, dependencies or []
+        self.overrides: AppOverrides | None = None
         self.fixture_engines: dict[int, AppEngine] = {}  # id(engine) ->
 
     def start(self, workspace: Workspace) -> _Targets:
@@ -125,6 +138,8 @@ class _Plug:
             self.found = _classify(self.targets,
                                    {**settings.connect_args, **self.connect_args},
                                    self.options(workspace))
+            if self.app is not None:
+                self.overrides = AppOverrides.resolve(self.app, self.dependencies)
             worker = workspace.worker_database(workspace.default_key())
             for app_engine in self.found.engines:
                 app_engine.point_at(worker.url)
@@ -160,7 +175,7 @@ class _Plug:
                         [*found.async_scoped, *extra.async_scoped])
 
     def stop(self) -> None:
-        self.found = None
+        self.found, self.overrides = None, None
         self.fixture_engines.clear()
 
     def options(self, workspace: Workspace) -> dict[str, Any]:
@@ -199,6 +214,7 @@ def database_url(config: pytest.Config, driver: str | None = None) -> str:
 
 def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
              connect_args: dict[str, Any] | None = None, autouse: bool = True,
+             app: Any = None, session_dependency: Any = None,
              ) -> Callable[..., Iterator[Any]]:
     """An autouse fixture pointing the app's engines and session factories at the test
     database (see the module docstring). Assign it to a name in ``conftest.py``.
@@ -214,8 +230,20 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
     engines follow the test database for the whole run, from before the first session- or
     module-scoped fixture; the fixture yields ``db`` when the app has sync session
     factories, else ``async_db`` in an ``async def`` test when it has async ones.
+
+    ``app`` (a FastAPI app or its import path) and ``session_dependency`` (the app's sync
+    dependency function yielding a session, its import path, or a list of them) go
+    together: each test overrides the dependency to give its ``db``.
     """
-    plug = _Plug(targets, dict(execution_options or {}), dict(connect_args or {}))
+    dependencies = ([] if session_dependency is None else list(session_dependency)
+                    if isinstance(session_dependency, (list, tuple)) else [session_dependency])
+    if (app is None) != (not dependencies):
+        raise ConfigError(
+            "plug_app(): app= and session_dependency= go together: the FastAPI app and the "
+            "dependency its routes use for a session, e.g. plug_app('myapp.db:engine', "
+            "app='myapp.main:app', session_dependency='myapp.deps:get_db').")
+    plug = _Plug(targets, dict(execution_options or {}), dict(connect_args or {}), app,
+                 dependencies)
     _PLUGS.append(plug)
 
     @pytest.fixture(autouse=autouse)
@@ -231,7 +259,7 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
             for app_engine in found.engines:
                 app_engine.point_at(fresh_url)
         sessions = _Sessions()
-        if found.makers or found.scoped:
+        if found.makers or found.scoped or plug.overrides is not None:
             sessions.db = request.getfixturevalue("db")
             conn = request.getfixturevalue("db_connection")
             if options:
@@ -251,10 +279,13 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
             sessions.fresh_engine = fresh_db.engine
             if sessions.async_db is not None:
                 sessions.fresh_async_url = fresh_db.async_url
+        previous = None if plug.overrides is None else plug.overrides.apply(sessions.db)
         try:
             with _bound(found, sessions):
                 yield sessions.db if sessions.db is not None else sessions.async_db
         finally:
+            if plug.overrides is not None and previous is not None:
+                plug.overrides.undo(previous)
             if fresh:  # back to the worker database before the fresh one is dropped
                 worker = workspace.worker_database(workspace.default_key())
                 for app_engine in found.engines:
