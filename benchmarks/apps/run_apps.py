@@ -126,7 +126,9 @@ def _pytest(app: App, root: Path, env: dict[str, str], probe: bool) -> dict[str,
             **os.environ,
             **env,
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            "PYTHONPATH": str(HERE),
+            # the probe; then any PYTHONPATH given (a dbtest checkout to run instead of
+            # the one installed in the app's venv)
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
             "PROBE_OUT": f"{tmp}/probe.json",
         }
         args = [
