@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from dbtest._marker import ENGINE_FIXTURES, MARKER, engine_conflict, marker_options
+from dbtest._summary import template_line, template_records
 from dbtest.errors import ConfigError
 from dbtest.settings import HELP  # imports dbtest.errors too: no extra cost
 
@@ -21,9 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["MARKER", "REPORTS_KEY", "SEED_KEY", "WORKSPACE_KEY", "marker_options",
            "workspace_for"]
 
-MARKER = ("dbtest(isolation=None, seeds=None, schema=None): per-test database options: "
-          "isolation 'savepoint' or 'fresh', seed sets loaded into the template, and a "
-          "schema source other than the configured one")
 
 
 class _State:
@@ -80,72 +79,6 @@ def _cli_values(config: pytest.Config) -> dict[str, Any]:
     return {name: config.getoption(f"dbtest_{name}") for name in _OPTIONS}
 
 
-_MARKER_KEYS = ("isolation", "seeds", "schema")
-_MARKER_KEY = pytest.StashKey[dict[str, Any]]()
-
-
-def marker_options(item: pytest.Item) -> dict[str, Any]:
-    """The merged ``@pytest.mark.dbtest(...)`` options of ``item`` (closest wins); read
-    once per test (several fixtures ask; collection validated them already)."""
-    found = item.stash.get(_MARKER_KEY, None)
-    if found is None:
-        found = item.stash[_MARKER_KEY] = _read_marker(item)
-    return found
-
-
-def _read_marker(item: pytest.Item) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    usage = f"Use {MARKER.split(':')[0]} (keyword arguments only)."
-    for mark in reversed(list(item.iter_markers("dbtest"))):
-        if mark.args:
-            raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: "
-                              f"positional {mark.args!r}. {usage}")
-        for key in mark.kwargs:
-            if key not in _MARKER_KEYS:
-                import difflib
-
-                near = difflib.get_close_matches(key, _MARKER_KEYS, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise ConfigError(f"{item.nodeid}: invalid @pytest.mark.dbtest arguments: "
-                                  f"unknown key {key!r}{hint}. {usage}")
-        merged.update({k: v for k, v in mark.kwargs.items() if v is not None})
-    iso = merged.get("isolation")
-    if iso is not None and iso not in ("savepoint", "fresh"):
-        raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(isolation={iso!r}) must be "
-                          f"'savepoint' or 'fresh'; use one of those")
-    seeds = merged.get("seeds")
-    if isinstance(seeds, str):
-        merged["seeds"] = seeds = [seeds]
-    if seeds is not None and (not isinstance(seeds, (list, tuple)) or
-                              not all(isinstance(s, str) and s for s in seeds)):
-        raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(seeds={seeds!r}) must be a "
-                          f"seed set name or a list of them, e.g. seeds=['base']")
-    schema = merged.get("schema")
-    if schema is not None:
-        if not isinstance(schema, str):
-            raise ConfigError(f"{item.nodeid}: @pytest.mark.dbtest(schema={schema!r}) must be "
-                              f"a string such as 'metadata:myapp.models:Base'")
-        from dbtest._schema import parse_schema_spec
-
-        parse_schema_spec(schema, where=f"{item.nodeid}: mark.dbtest(schema=...)")
-    return merged
-
-
-def _engine_conflict(item: pytest.Item, opts: dict[str, Any], settings: Any) -> str | None:
-    """Why ``item``'s marker cannot apply to the session-scoped engines it uses, or None."""
-    used = sorted(_ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
-    schema, seeds = opts.get("schema"), opts.get("seeds") or ()
-    other_schema = schema is not None and schema != settings.schema
-    other_seeds = not set(seeds) <= set(settings.template_seeds)
-    if not used or not (other_schema or other_seeds):
-        return None
-    what = ", ".join(f"{k}={opts[k]!r}" for k in ("schema", "seeds") if opts.get(k))
-    return (f"{item.nodeid}: @pytest.mark.dbtest({what}) cannot apply to {' and '.join(used)}:"
-            f" session-scoped, they serve the configured template (schema "
-            f"{settings.schema or 'none'}). Use db / db_connection / async_db, or fresh_db and "
-            f"its .engine, in a test with this marker (or drop {' and '.join(used)} from it).")
-
-
 class _MarkerError(ConfigError, pytest.Collector.CollectError):
     """A ``ConfigError`` that pytest shows as a collection error, message alone."""
 
@@ -166,7 +99,7 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
                 settings = item.config.stash[WORKSPACE_KEY].settings
             except ConfigError:  # reported once, when collection ends
                 continue
-            problem = _engine_conflict(item, opts, settings)
+            problem = engine_conflict(item, opts, settings)
             if problem:
                 raise _MarkerError(problem)
     return result
@@ -323,8 +256,6 @@ def _start_early(config: pytest.Config, *, speculative: bool) -> None:
                 controller=_is_xdist_controller(config), speculative=speculative)
 
 
-#: fixtures that reach the worker database without a savepoint fixture's own checks
-_ENGINE_FIXTURES = frozenset({"db_engine", "async_db_engine"})
 _SAVEPOINT_FIXTURES = frozenset({"db_connection", "async_db", "async_db_connection"})
 
 
@@ -336,7 +267,7 @@ def _engine_checker(item: pytest.Item) -> Any:
     if ws is None or not ws.started:
         return None
     names = getattr(item, "fixturenames", ())
-    if _ENGINE_FIXTURES.isdisjoint(names):
+    if ENGINE_FIXTURES.isdisjoint(names):
         return None
     if not _SAVEPOINT_FIXTURES.isdisjoint(names) and (
             marker_options(item).get("isolation") or ws.settings.isolation) == "savepoint":
@@ -399,30 +330,6 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
     return [ours, *others] if ours else others
 
 
-def _template_line(record: dict[str, Any]) -> str:
-    if record["built"]:
-        what = f"built, {record['steps']} migration step(s) applied"
-        if record.get("reason"):
-            what = f"rebuilt because {record['reason']}; {record['steps']} migration step(s) " \
-                   f"applied"
-    else:
-        what = f"reused (verified in {record.get('verify_ms', 0):.0f} ms)"
-    seeds = f", seeds {','.join(record['seeds'])}" if record["seeds"] else ""
-    who = f" by {record['worker']}" if record.get("worker", "main") != "main" else ""
-    return (f"template {record['name']} ({record['schema'] or 'empty'}{seeds}): {what}{who} "
-            f"in {record['ms']:.0f} ms")
-
-
-def _records(state: _State) -> list[dict[str, Any]]:
-    ws = state.workspace
-    if ws is None or not ws.started:
-        return []
-    return [{"name": i.name, "schema": i.key.schema, "seeds": list(i.key.seeds),
-             "built": i.built, "steps": i.steps, "ms": i.seconds * 1000, "worker": ws.worker,
-             "reason": i.reason, "verify_ms": i.verify_seconds * 1000}
-            for i in ws.templates.stats]
-
-
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(WORKSPACE_KEY, None)
     if state is None:
@@ -433,12 +340,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         how = server.details.get("detached") or server.backend  # says which server it joined
         lines.append(f"server: {how}, PostgreSQL {server.version}" if "detached" in
                      server.details else f"server: PostgreSQL {server.version} ({how})")
-        lines += [_template_line(r) for r in _records(state)]
+        lines += [template_line(r) for r in template_records(state.workspace)]
     elif _is_xdist_controller(config):
         from dbtest.provision import read_records
 
         records = read_records(state.settings.cache_dir, config.option.testrunuid)
-        lines += [_template_line(r) for r in records]
+        lines += [template_line(r) for r in records]
     from dbtest.errors import mask_url  # a CI log is no place for the password
 
     lines += [f"kept database of failed {nodeid}: {mask_url(url)}"
@@ -455,7 +362,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if ws is not None and ws.shared_run is not None and ws.started:
         from dbtest.provision import write_records
 
-        write_records(ws.settings.cache_dir, ws.shared_run, _records(state))  # type: ignore[arg-type]
+        write_records(ws.settings.cache_dir, ws.shared_run, template_records(ws))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
