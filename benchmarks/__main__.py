@@ -232,6 +232,21 @@ def block(scripts: list[Script], stamps: dict[str, str], readme: bool, quick: bo
     return "\n".join(lines)
 
 
+#: RESULTS.md's hand-kept part (long drills, real applications): carried over as it is
+KEPT = "# Runs of single scripts, kept from their own runs"
+
+
+def write_results(output: Path, generated: str) -> None:
+    """Write ``generated`` to ``output``, followed by what ``output`` held from
+    :data:`KEPT` on: a rewrite of the generated part never drops those runs."""
+    try:
+        old = output.read_text()
+    except OSError:
+        old = ""
+    at = old.find(KEPT)
+    output.write_text(generated + ("" if at < 0 else "\n---\n\n" + old[at:]))
+
+
 def replace_block(path: Path, text: str) -> bool:
     """Swap the generated block of ``path``; False when it has no markers."""
     if not path.exists():
@@ -282,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     total = time.perf_counter() - started
     stamps.update(end=_now(), load_end=_load())
-    output.write_text(render(scripts, args.quick, stamps, total))
+    write_results(output, render(scripts, args.quick, stamps, total))
     print(f"wrote {output} ({total:.0f} s in all)")
     if not args.only and not args.no_docs:
         for path, readme in ((REPO / "README.md", True), (REPO / "docs/comparison.md", False)):

@@ -78,6 +78,8 @@ class Tally:
     failures: list[str] = field(default_factory=list)
     running: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
     victims: set[int] = field(default_factory=set)
+    kills: list[str] = field(default_factory=list)
+    labels: dict[int, str] = field(default_factory=dict)
 
 
 def make_projects(root: Path) -> dict[str, tuple[Path, Path]]:
@@ -106,6 +108,7 @@ def run(cmd: list[str], folder: Path, cache: Path, tally: Tally, kind: str,
     if kind == "pytest":
         with tally.lock:
             tally.running[proc.pid] = proc
+            tally.labels[proc.pid] = f"{folder.name}: {' '.join(cmd[3:])}"
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -162,6 +165,8 @@ def killer(deadline: float, every: float, tally: Tally, rng: random.Random) -> N
                 continue
             pid = rng.choice(sorted(tally.running))
             tally.victims.add(pid)
+            tally.kills.append(f"{time.strftime('%H:%M:%S', time.gmtime())} pid {pid} "
+                               f"({tally.labels.get(pid, '?')})")
         # the pytest process only (not its group): its server must go with it all the same
         with_suppress_kill(pid)
 
@@ -183,8 +188,40 @@ def postmasters_under(folders: list[str]) -> list[str]:
         except (OSError, IndexError):
             continue
         if state != "Z" and "postgres" in cmdline and any(f in cmdline for f in folders):
-            found.append(f"pid {entry}: {cmdline[:160]}")
+            found.append(f"pid {entry}: {cmdline[:160]}\n" + explain(int(entry), cmdline))
     return found
+
+
+def explain(pid: int, cmdline: str) -> str:
+    """What is known of a server left running: who owned its folder, its registry entry,
+    when it started and the end of its log (so a CI failure can be diagnosed)."""
+    lines = []
+    match = re.search(r"-D (\S+)/data", cmdline)
+    run_dir = Path(match.group(1)) if match else None
+    started = _process_start(pid)
+    lines.append(f"    started {time.strftime('%H:%M:%S', time.gmtime(started))} UTC"
+                 if started else "    start time unknown")
+    if run_dir is not None:
+        try:
+            owner = (run_dir / ".dbtest-owned").read_text().strip()
+            alive = Path(f"/proc/{owner}").exists()
+            lines.append(f"    owner mark: pid {owner} ({'alive' if alive else 'gone'})")
+        except OSError as exc:
+            lines.append(f"    owner mark: unreadable ({exc.strerror})")
+        with contextlib.suppress(OSError):
+            tail = (run_dir / "postgres.log").read_text(errors="replace").splitlines()[-4:]
+            lines += [f"    log: {line[:150]}" for line in tail]
+    return "\n".join(lines)
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
+                     .splitlines() if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def du(paths: list[Path]) -> int:
@@ -262,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
         print("--- failure ---\n" + failure)
     for line in left:
         print(f"--- left: {line}")
+    if left:
+        for kill in tally.kills:
+            print(f"--- killed: {kill}")
+        for cache in caches:
+            for entry in sorted((cache / "run").glob("*.json")):
+                with contextlib.suppress(OSError):
+                    print(f"--- registry {entry.name}: {entry.read_text()[:200]}")
     if not args.keep:
         for folder, cache in projects.values():
             run([sys.executable, "-m", "dbtest", "clean"], folder, cache, tally, "clean")

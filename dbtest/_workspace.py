@@ -125,8 +125,11 @@ class Workspace:
 
     def __init__(self, settings: Settings, *, worker: str = "main",
                  run_id: str | None = None, server: PostgresServer | None = None,
-                 shared_run: str | None = None, workers: int = 1) -> None:
+                 shared_run: str | None = None, workers: int = 1,
+                 owner_pid: int | None = None) -> None:
         self.settings = settings
+        #: the process that owns a shared server (the xdist controller)
+        self.owner_pid = owner_pid
         #: processes of this run sharing the server (xdist workers), for the budget check
         self.workers = workers
         self._lease: RunLease | None = None
@@ -161,7 +164,7 @@ class Workspace:
                     from dbtest.provision import current_owner, join_or_start
 
                     self._server, self._provisioner = join_or_start(
-                        self.settings, self.shared_run, current_owner())
+                        self.settings, self.shared_run, self.owner_pid or current_owner())
                 else:
                     from dbtest.provision import Provisioner
 

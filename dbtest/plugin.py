@@ -176,6 +176,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_asyncio, "dbtest.asyncio")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Name this controller to each xdist worker as the owner of the run's shared server
+    (a worker's parent pid is no proof: once the controller dies, it is init's)."""
+    node.workerinput["dbtest_owner"] = os.getpid()
+
+
 @pytest.hookimpl(specname="pytest_configure", tryfirst=True)
 def pytest_configure_asyncio_defaults(config: pytest.Config) -> None:  # pytest_ prefix: a hook
     """Before pytest-asyncio configures itself: no warning for its unset options."""
@@ -245,7 +252,8 @@ def _new_workspace(config: pytest.Config) -> Workspace:
     workerinput = getattr(config, "workerinput", None)
     return Workspace(settings, worker=worker_id(workerinput),
                      run_id=run[:8] if run else None, shared_run=run if share else None,
-                     workers=int((workerinput or {}).get("workercount", 1)))
+                     workers=int((workerinput or {}).get("workercount", 1)),
+                     owner_pid=(workerinput or {}).get("dbtest_owner"))
 
 
 def _start_early(config: pytest.Config, *, speculative: bool) -> None:

@@ -84,3 +84,16 @@ def test_the_generated_block_replaces_only_what_is_between_the_markers(tmp_path:
     other.write_text("no markers\n")
     assert not runner.replace_block(other, "x")
     assert other.read_text() == "no markers\n"
+
+
+
+def test_a_rewrite_keeps_the_hand_kept_runs_of_single_scripts(tmp_path: Path) -> None:
+    # the long drills and real applications live after KEPT: a quick run must not drop them
+    output = tmp_path / "RESULTS.md"
+    output.write_text(f"# old generated\n\n---\n\n{runner.KEPT} (by hand)\n\n## Drill\nfigures\n")
+    runner.write_results(output, "# new generated\n")
+    assert output.read_text() == (f"# new generated\n\n---\n\n{runner.KEPT} (by hand)\n\n"
+                                  f"## Drill\nfigures\n")
+    fresh = tmp_path / "fresh.md"
+    runner.write_results(fresh, "# only generated\n")
+    assert fresh.read_text() == "# only generated\n"

@@ -5,6 +5,7 @@ Real servers throughout, started in child processes that are then killed for rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,6 +104,51 @@ def test_killed_owner_takes_its_server_along(child: Any, cache: Path) -> None:
     assert not list((cache / "run").glob(f"{pid}-*.json"))
 
 
+KILLED_MID_START = """
+    import json, os, sys, time
+    from pathlib import Path
+    from dbtest.provision import _lifetime as lifetime
+    from dbtest.provision._binaries import find_binaries
+    from dbtest.provision._local import LocalCluster
+
+    def die(watchdog, pid, entry):
+        # the moment after the postmaster was spawned, before its pid reached anyone
+        for _ in range(500):  # until the child has exec'd postgres
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")
+            if b"-D" in args:
+                break
+            time.sleep(0.01)
+        data = args[args.index(b"-D") + 1].decode()
+        print(json.dumps({"pid": pid, "run_dir": str(Path(data).parent), "entry": str(entry),
+                          "watchdog": watchdog.pid}), flush=True)
+        os._exit(9)
+
+    lifetime.watch_server = die
+    LocalCluster(find_binaries(), Path(sys.argv[1])).start()
+"""
+
+
+def test_owner_killed_right_after_spawning_the_server_leaves_nothing(child: Any,
+                                                                     cache: Path) -> None:
+    # the watchdog runs before the server: told nothing, it finds the run folder's server
+    proc, info = child(KILLED_MID_START, cache)
+    proc.wait()
+    pid = info["pid"]
+    assert lifetime.pid_alive(info["watchdog"]) or not lifetime.pid_alive(pid)
+    assert wait_until(lambda: not lifetime.pid_alive(pid), 10), "postmaster outlived its owner"
+    assert wait_until(lambda: not Path(info["run_dir"]).exists()), "run folder left behind"
+    assert wait_until(lambda: not Path(info["entry"]).exists()), "registry entry left behind"
+
+
+def test_a_start_for_an_owner_already_gone_starts_nothing(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    cluster = LocalCluster(find_binaries(), tmp_path / "cache")
+    with pytest.raises(ProvisionError, match=f"pid {gone.pid}.* is gone"):
+        cluster.start(owner_pid=gone.pid)
+    assert not list((tmp_path / "cache" / "run").glob("*.json"))
+
+
 def test_next_start_reaps_a_server_whose_owner_and_watchdog_died(child: Any,
                                                                  cache: Path) -> None:
     proc, info = child(START_CLUSTER.replace("DETACHED", "False"), cache)
@@ -122,6 +168,30 @@ def test_next_start_reaps_a_server_whose_owner_and_watchdog_died(child: Any,
         assert not entry.exists()
     finally:
         cluster.stop()
+
+
+def test_clean_stops_an_unregistered_server_whose_owner_and_watchdog_died(
+        child: Any, cache: Path, tmp_path: Path) -> None:
+    # the worst case: owner and watchdog killed, the registry entry lost; the folder's
+    # mark still names the dead owner, so the server is provably nobody's
+    from dbtest import commands
+    from dbtest.settings import resolve
+
+    proc, info = child(START_CLUSTER.replace("DETACHED", "False"), cache)
+    pid, run_dir, entry = info["pid"], Path(info["run_dir"]), Path(info["entry"])
+    os.kill(info["watchdog"], signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    entry.unlink()
+    assert not lifetime.in_use(run_dir)
+    assert lifetime.is_our_postmaster(pid, str(run_dir)), "the server should still run"
+
+    settings = resolve({"cache_dir": cache, "backend": "auto"}, environ={}, pyproject=None,
+                       root=tmp_path)
+    report = commands.clean(settings, databases=False)
+
+    assert any(item.path == run_dir and item.removed for item in report.items), report
+    assert not lifetime.pid_alive(pid) and not run_dir.exists()
 
 
 def test_detached_server_outlives_its_owner_until_it_stops(child: Any, cache: Path) -> None:
@@ -252,3 +322,58 @@ def test_run_folder_goes_where_the_server_account_can_reach(
             assert conn.execute("select 1").fetchone() == (1,)
     finally:
         cluster.stop()
+
+
+WAITING_TEST = '''
+import os, pathlib, time
+
+def test_needs_the_server_after_the_controller_died(request):
+    flag = pathlib.Path(os.environ["FLAG"])
+    flag.with_suffix(".ready").write_text(str(os.getpid()))
+    while not flag.exists():
+        time.sleep(0.02)
+    flag.with_suffix(".asked").touch()
+    try:
+        request.getfixturevalue("db")
+    except BaseException as exc:
+        flag.with_suffix(".outcome").write_text(f"{type(exc).__name__}: {exc}")
+        raise
+    flag.with_suffix(".outcome").write_text("started")
+'''
+
+
+def test_an_xdist_worker_outliving_its_killed_controller_starts_no_server(
+        tmp_path: Path) -> None:
+    # Once the controller is gone the worker's parent is init: the owner the worker names
+    # must come from the controller itself, or the server would be watched on pid 1.
+    pytest.importorskip("xdist")
+    project, cache, flag = tmp_path / "project", tmp_path / "cache", tmp_path / "flag"
+    (project / "schema").mkdir(parents=True)
+    (project / "schema" / "001.sql").write_text("CREATE TABLE t (id int);\n")
+    (project / "pyproject.toml").write_text(
+        '[tool.dbtest]\nschema = "sql:schema/*.sql"\nprestart = "off"\n')
+    (project / "test_wait.py").write_text(WAITING_TEST)
+    env = {**os.environ, "DBTEST_CACHE_DIR": str(cache), "FLAG": str(flag)}
+    env.pop("DBTEST_URL", None)
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-n", "1"], cwd=project, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(flag.with_suffix(".ready").exists, 60), "the worker never ran"
+        worker = int(flag.with_suffix(".ready").read_text())
+        os.kill(controller.pid, signal.SIGKILL)
+        controller.wait()
+        flag.touch()
+        assert wait_until(lambda: not lifetime.pid_alive(worker), 60)
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(controller.pid, signal.SIGKILL)
+    if not flag.with_suffix(".asked").exists():
+        pytest.fail("the worker ended with its controller: this test needs it to live on")
+    outcome = flag.with_suffix(".outcome").read_text()
+    assert "is gone" in outcome, outcome
+    servers = [p for p in cache.glob("run/*.json")]
+    assert wait_until(lambda: not list(cache.glob("run/*.json")), 10), servers

@@ -102,7 +102,7 @@ def clean(settings: Settings, dry_run: bool = False, *, databases: bool = True) 
         registered.add(Path(reg.run_dir))
         found.append(("run folder of a dead process", Path(reg.run_dir),
                       partial(provision.retire_server, entry, reg)))
-    found += [("run folder of a dead process", p, None)
+    found += [("run folder of a dead process", p, partial(provision.retire_run_dir, p))
               for p in provision.orphan_run_dirs(cache) if p not in registered]
     found += [("half-deleted run folder", p, None) for p in provision.trash_dirs(cache)]
     for state in detached_servers(cache):

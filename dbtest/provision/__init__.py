@@ -63,6 +63,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "is_our_postmaster": ("_lifetime", "is_our_postmaster"),
     "orphan_servers": ("_lifetime", "orphans"),
     "retire_server": ("_lifetime", "retire"),
+    "retire_run_dir": ("_lifetime", "retire_run_dir"),
     # dbtest up --detach
     "STATE_FILE": ("_detached", "STATE_FILE"),
     "DetachedServer": ("_detached", "DetachedServer"),
@@ -99,7 +100,8 @@ __all__ = [
     "forget_sessions", "identity_alive", "is_our_postmaster", "join_or_start",
     "load_binaries_memo", "orphan_run_dirs", "orphan_servers", "parse_url", "pid_alive",
     "planned_account", "project_key", "prune_generations", "read_records",
-    "remove_generation", "remove_state", "retire_server", "run_bases", "save_binaries_memo",
+    "remove_generation", "remove_state", "retire_run_dir", "retire_server", "run_bases",
+    "save_binaries_memo",
     "spare_dirs", "spare_namespace", "stale_generations", "state_lock", "state_path",
     "stop_shared", "sweep_spares", "trash_dirs", "wheel_install_dir", "write_records",
     "write_state"
@@ -145,6 +147,7 @@ if TYPE_CHECKING:
     from dbtest.provision._lifetime import orphans as orphan_servers
     from dbtest.provision._lifetime import pid_alive as pid_alive
     from dbtest.provision._lifetime import retire as retire_server
+    from dbtest.provision._lifetime import retire_run_dir as retire_run_dir
     from dbtest.provision._local import LocalCluster as LocalCluster
     from dbtest.provision._local import cluster_dirs as cluster_dirs
     from dbtest.provision._local import orphan_run_dirs as orphan_run_dirs

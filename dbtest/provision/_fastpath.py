@@ -69,20 +69,20 @@ def _setpriv() -> str | None:
 
 
 class WatchdogStart:
-    """The server's watchdog, started in a thread so that its ``fork``/``exec`` (5-20 ms)
-    overlaps the server's own start. Until it runs, the registry entry (which names the
-    owner) lets the next start reap the server should this process die meanwhile."""
+    """The server's watchdog, started in a thread so that its ``fork``/``exec`` overlaps
+    the copy of the cluster into the run folder; :meth:`join` (before the server is
+    spawned) waits for it, so a server never runs unwatched."""
 
-    def __init__(self, reg: lifetime.Registration, entry: Path) -> None:
+    def __init__(self, run_dir: Path, registry: Path) -> None:
         self._out: list[subprocess.Popen[bytes] | BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(reg, entry),
+        self._thread = threading.Thread(target=self._run, args=(run_dir, registry),
                                         name="dbtest-watchdog")
         self._thread.start()
 
-    def _run(self, reg: lifetime.Registration, entry: Path) -> None:
+    def _run(self, run_dir: Path, registry: Path) -> None:
         try:
-            self._out.append(lifetime.start_watchdog(reg, entry))
-        except BaseException as exc:  # handed to the starting thread by result()
+            self._out.append(lifetime.start_watchdog(run_dir, registry))
+        except BaseException as exc:  # handed to the starting thread by join()
             self._out.append(exc)
 
     def join(self) -> subprocess.Popen[bytes] | None:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 __all__ = ["OWNED_MARK", "Registration", "alive_since", "identity", "identity_alive", "in_use",
            "is_our_postmaster", "mark_owned", "orphans", "pid_alive", "process_start", "reap",
-           "release_watchdog", "remove_run_dir", "retire", "run_in_background",
-           "spawn_detached", "start_watchdog", "stop_postmaster"]
+           "release_watchdog", "remove_run_dir", "retire", "retire_run_dir", "run_in_background",
+           "spawn_detached", "start_watchdog", "stop_postmaster", "watch_server"]
 
 #: file put in every run folder dbtest creates; nothing without it is ever deleted
 OWNED_MARK = ".dbtest-owned"
@@ -182,8 +182,11 @@ def in_use(folder: Path) -> bool:
     data dir (a detached server, or one whose owner died and whose watchdog was killed).
     """
     owner = _mark_owner(folder)
-    if owner is not None and alive_since(*owner):
-        return True
+    if owner is not None:
+        # A detached server's mark names the postmaster itself; any other server whose
+        # marked owner is provably gone is an orphan, even if it still runs (its owner
+        # and its watchdog were both killed): see :func:`retire_run_dir`.
+        return alive_since(*owner)
     try:
         pid = int((folder / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
@@ -238,6 +241,15 @@ def retire(entry: Path, reg: Registration, *, fast: bool = False) -> None:
     entry.unlink(missing_ok=True)
 
 
+def retire_run_dir(folder: Path) -> None:
+    """Stop the postmaster still serving ``folder`` (a run folder no live process needs,
+    see :func:`in_use`), then delete the folder (only one carrying dbtest's mark)."""
+    pid = _postmaster_in(str(folder))
+    if pid is not None:
+        stop_postmaster(pid, str(folder), fast=False)
+    remove_run_dir(str(folder))
+
+
 def reap(registry: Path) -> list[str]:
     """Stop servers whose owner died and delete their run dirs. Returns what was reaped."""
     reaped = []
@@ -275,18 +287,33 @@ def spawn_detached(args: Sequence[str]) -> int:
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
-def start_watchdog(reg: Registration, entry: Path) -> subprocess.Popen[bytes]:
-    """Start the watchdog for ``reg``. Keep the returned process's ``stdin`` open: closing
-    it after writing ``b"done"`` releases the watchdog; closing it without (the owner
-    died) makes the watchdog stop the server."""
+def start_watchdog(run_dir: Path, registry: Path) -> subprocess.Popen[bytes]:
+    """Start the watchdog of the server about to be started in ``run_dir`` (registered in
+    ``registry``).
+
+    It is started *before* the server, so no moment exists in which a server runs
+    unwatched: an owner killed at any point of a start leaves nothing running. Keep the
+    returned process's ``stdin`` open; :func:`watch_server` tells it the postmaster's pid
+    and registry entry once known, :func:`release_watchdog` lets it go. Closing ``stdin``
+    otherwise (the owner died) makes it stop whatever postmaster serves ``run_dir`` and
+    delete the folder and its registry entry.
+    """
     return subprocess.Popen(
-        [sys.executable, "-S", "-m", "dbtest.provision._lifetime",
-         str(reg.postmaster_pid), reg.run_dir, str(entry)],
+        [sys.executable, "-S", "-m", "dbtest.provision._lifetime", str(run_dir),
+         str(registry)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         # its own session: a Ctrl-C to the test run's process group must not kill it
         start_new_session=True, close_fds=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
+
+
+def watch_server(watchdog: subprocess.Popen[bytes], postmaster_pid: int, entry: Path) -> None:
+    """Tell ``watchdog`` which postmaster it guards and which registry entry to delete."""
+    with contextlib.suppress(OSError):
+        assert watchdog.stdin is not None
+        watchdog.stdin.write(f"pid {postmaster_pid} {entry}\n".encode())
+        watchdog.stdin.flush()
 
 
 def start_owner_watchdog(owner_pid: int, postmaster_pid: int, run_dir: str,
@@ -337,13 +364,55 @@ def _collect_released() -> None:
             proc.wait(timeout=1)
 
 
-def _watch(pid: int, run_dir: str, entry: str) -> None:
+def _watch(run_dir: str, registry: str) -> None:
     message = sys.stdin.buffer.read()  # returns at EOF: the owner closed it or died
-    if message.strip() == b"done":
+    if b"done" in (line.strip() for line in message.split(b"\n")):
         return
-    stop_postmaster(pid, run_dir, fast=False)
+    pid, entry = _told(message)
+    if pid is None:
+        # the owner died before it could say which server: find the one serving run_dir
+        # (if it was spawned at all; a postmaster writes its pid file within milliseconds)
+        deadline = time.monotonic() + 2.0
+        while pid is None and time.monotonic() < deadline:
+            pid = _postmaster_in(run_dir)
+            if pid is None:
+                time.sleep(0.05)
+    if pid is not None:
+        stop_postmaster(pid, run_dir, fast=False)
     remove_run_dir(run_dir)
-    Path(entry).unlink(missing_ok=True)
+    if entry is not None:
+        Path(entry).unlink(missing_ok=True)
+    for other in Path(registry).glob("*.json"):  # written before the owner could tell us
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(other.read_text()).get("run_dir") == run_dir:
+                other.unlink(missing_ok=True)
+
+
+def _told(message: bytes) -> tuple[int | None, str | None]:
+    for line in message.decode(errors="replace").splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "pid" and parts[1].isdigit():
+            return int(parts[1]), parts[2]
+    return None, None
+
+
+def _postmaster_in(run_dir: str) -> int | None:
+    """The live postmaster serving a data dir inside ``run_dir``, if any."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((Path(run_dir) / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+        if is_our_postmaster(pid, run_dir):
+            return pid
+    inside = run_dir.rstrip("/").encode() + b"/"
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+                if b"-D" in cmdline and any(inside in arg for arg in cmdline) \
+                        and pid_alive(int(name)):
+                    return int(name)
+    return None
 
 
 if __name__ == "__main__":
@@ -351,4 +420,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 4:
         _watch_owner(int(sys.argv[4]), int(sys.argv[1]), sys.argv[2], sys.argv[3])
     else:
-        _watch(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+        _watch(sys.argv[1], sys.argv[2])

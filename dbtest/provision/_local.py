@@ -72,6 +72,7 @@ class LocalCluster(ClusterCache):
         self._run_base = run_base
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog_start: fastpath.WatchdogStart | None = None
         self.run_dir: Path | None = None
         self._entry: Path | None = None
         self._owner = os.getpid()
@@ -144,6 +145,9 @@ class LocalCluster(ClusterCache):
         that fails or is killed half-way leaves nothing behind.
         """
         self._owner = owner_pid or os.getpid()
+        if not lifetime.pid_alive(self._owner):
+            raise ProvisionError(f"the process that would own this server (pid {self._owner}, "
+                                 f"the pytest-xdist controller) is gone; nothing was started")
         # Fail on a cache dir that cannot be written before anything else touches it.
         make_dir(self.registry)
         lifetime.reap(self.registry)
@@ -155,6 +159,8 @@ class LocalCluster(ClusterCache):
             ns = self._run_parent(self._pick_run_base(tree_size(source)))
             self.run_dir = Path(tempfile.mkdtemp(prefix="dbtest-", dir=ns))
             lifetime.mark_owned(self.run_dir, self._owner)
+            # watched from now on: its fork/exec overlaps the copy below
+            self._watchdog_start = fastpath.WatchdogStart(self.run_dir, self.registry)
         except BaseException:
             self._release_source()
             self._copied.set()
@@ -241,7 +247,7 @@ class LocalCluster(ClusterCache):
         self.cache_dir, self.cluster_dir, self.run_dir = cache_dir, cluster_dir, run_dir
         self.backend, self.port, self._run_base = "local", None, None
         self.account = server_account()
-        self._proc = self._watchdog = None
+        self._proc = self._watchdog = self._watchdog_start = None
         self._owner, self.generation = os.getpid(), None
         self._copied = threading.Event()
         found = sorted(self.registry.glob(f"{pid}-*.json"))
@@ -267,6 +273,14 @@ class LocalCluster(ClusterCache):
         args = [str(self.binaries.tool("postgres")), "-D", str(data)]
         for key, value in settings.items():
             args += ["-c", f"{key}={value}"]
+        # the watchdog runs before the server does: a kill at any moment of the start
+        # leaves nothing running (it finds the postmaster of its run folder itself)
+        pending, self._watchdog_start = self._watchdog_start, None
+        if pending is None:
+            pending = fastpath.WatchdogStart(data.parent, self.registry)
+        self._watchdog = pending.join()
+        if self._watchdog is None:
+            raise StartupFailed(f"could not start the server's watchdog: {pending.error()}")
         log_path = data.parent / "postgres.log"  # data lives in the run folder
         log = log_path.open("wb")
         cmd, switch = fastpath.as_account(args, self.account)
@@ -281,14 +295,9 @@ class LocalCluster(ClusterCache):
             raise ProvisionError(f"could not register the server in {self.registry}: "
                                  f"{exc.strerror}. Check free space and permissions of the "
                                  f"cache dir, or set cache_dir.") from None
-        watchdog = fastpath.WatchdogStart(reg, self._entry)
+        lifetime.watch_server(self._watchdog, self._proc.pid, self._entry)
         params = ConnectionParams(host=str(sockets), port=int(settings["port"]), user="postgres")
-        try:
-            version, version_num = self._wait_ready(data, params, timeout)
-        finally:
-            self._watchdog = watchdog.join()  # stop() releases it should the start fail
-        if self._watchdog is None:
-            raise StartupFailed(f"could not start the server's watchdog: {watchdog.error()}")
+        version, version_num = self._wait_ready(data, params, timeout)
         if password:
             self._set_password(params, password)
             params = ConnectionParams("127.0.0.1", int(settings["port"]), "postgres", password)
@@ -362,6 +371,8 @@ class LocalCluster(ClusterCache):
             self.discard()
 
     def _release_watchdog(self) -> None:
+        if self._watchdog_start is not None:  # a start that failed before its server
+            self._watchdog, self._watchdog_start = self._watchdog_start.join(), None
         if self._watchdog is not None:
             lifetime.release_watchdog(self._watchdog)
             self._watchdog = None
