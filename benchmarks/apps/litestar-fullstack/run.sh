@@ -10,8 +10,8 @@
 #           with the versions of its uv.lock as pip constraints, then this dbtest checkout
 #           (`pip install -e REPO[async]`, which changes none of the app's versions:
 #           benchmarks/apps/pins_check.py). Default: CHECKOUT/../venv-litestar
-# TESTS     what to run (default src/py/tests/integration/teams: the DB-heavy part the
-#           shared machine allowed; the whole suite is src/py/tests)
+# TESTS     what to run (default src/py/tests: the whole suite; src/py/tests/integration/teams
+#           is its DB-heavy part)
 #
 # One PostgreSQL server comes from `dbtest up`. (a) baseline: the app's own conftest with
 # baseline.patch (its pytest-databases Docker `postgres_service` replaced by a database per
@@ -24,7 +24,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 CHECKOUT=$(cd "${1:?usage: run.sh CHECKOUT [VENV] [TESTS]}" && pwd)
 VENV=${2:-$(dirname "$CHECKOUT")/venv-litestar}
-TESTS=${3:-src/py/tests/integration/teams}
+TESTS=${3:-src/py/tests}
 WORK=$(mktemp -d /tmp/litestar-fullstack.XXXXXX)
 export DBTEST_CACHE_DIR=${DBTEST_CACHE_DIR:-$WORK/cache}
 
@@ -55,10 +55,12 @@ export PYTHONPATH=$HERE/../async-fastapi-sqlalchemy LEAKPROBE_URL=$URL
 PYTEST=("$VENV/bin/pytest" "$TESTS" -p leakprobe -p no:cacheprovider --no-cov -q)
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC') $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# side by side: both variants see the same machine load for the whole run
 (cd "$WORK/dbtest" && env DBTEST_URL="$URL" LEAKPROBE_OUT="$WORK/dbtest.json" \
-  "${PYTEST[@]}" >"$WORK/dbtest.log" 2>&1) || true
+  "${PYTEST[@]}" >"$WORK/dbtest.log" 2>&1) &
 (cd "$WORK/baseline" && env -u DBTEST_URL BASELINE_URL="$URL" LEAKPROBE_OUT="$WORK/baseline.json" \
-  "${PYTEST[@]}" -p no:dbtest >"$WORK/baseline.log" 2>&1) || true
+  "${PYTEST[@]}" -p no:dbtest >"$WORK/baseline.log" 2>&1) &
+wait || true
 for variant in baseline dbtest; do
   echo "$variant: $(grep -E '^=+ .* in [0-9.]+s' "$WORK/$variant.log" | tail -1)"
   grep '^leakprobe:' "$WORK/$variant.log" || true
