@@ -377,3 +377,43 @@ def test_an_xdist_worker_outliving_its_killed_controller_starts_no_server(
     assert "is gone" in outcome, outcome
     servers = [p for p in cache.glob("run/*.json")]
     assert wait_until(lambda: not list(cache.glob("run/*.json")), 10), servers
+
+
+HOLDING_TEST = '''
+import os, pathlib, time
+from sqlalchemy import text
+
+def test_holds_the_server(db):
+    flag = pathlib.Path(os.environ["FLAG"])
+    data = db.execute(text("SELECT setting FROM pg_settings WHERE name = 'data_directory'"))
+    flag.with_suffix(".ready").write_text(data.scalar())
+    time.sleep(120)
+'''
+
+
+def test_killing_an_xdist_controller_stops_the_shared_server_its_worker_started(
+        tmp_path: Path) -> None:
+    pytest.importorskip("xdist")
+    project, cache, flag = tmp_path / "project", tmp_path / "cache", tmp_path / "flag"
+    (project / "schema").mkdir(parents=True)
+    (project / "schema" / "001.sql").write_text("CREATE TABLE t (id int);\n")
+    (project / "pyproject.toml").write_text('[tool.dbtest]\nschema = "sql:schema/*.sql"\n')
+    (project / "test_hold.py").write_text(HOLDING_TEST)
+    env = {**os.environ, "DBTEST_CACHE_DIR": str(cache), "FLAG": str(flag)}
+    env.pop("DBTEST_URL", None)
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-n", "1"], cwd=project, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(flag.with_suffix(".ready").exists, 60), "the worker never ran"
+        run_dir = Path(flag.with_suffix(".ready").read_text()).parent
+        pid = int((run_dir / "data" / "postmaster.pid").read_text().split()[0])
+        assert lifetime.is_our_postmaster(pid, str(run_dir))
+        os.kill(controller.pid, signal.SIGKILL)  # the owner; its worker lives on a while
+        controller.wait()
+        assert wait_until(lambda: not lifetime.pid_alive(pid), 30), "server outlived its owner"
+        assert wait_until(lambda: not run_dir.exists(), 10), f"{run_dir} was left behind"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(controller.pid, signal.SIGKILL)

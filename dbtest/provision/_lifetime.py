@@ -323,15 +323,15 @@ def start_owner_watchdog(owner_pid: int, postmaster_pid: int, run_dir: str,
     package_parent = str(Path(__file__).resolve().parents[2])
     run_in_background(["env", f"PYTHONPATH={package_parent}", sys.executable, "-S", "-m",
                        "dbtest.provision._lifetime", str(postmaster_pid), run_dir, str(entry),
-                       str(owner_pid)])
+                       identity(owner_pid)])  # pid and start time: a reused pid is not it
 
 
-def _watch_owner(owner: int, pid: int, run_dir: str, entry: str) -> None:
+def _watch_owner(owner: str, pid: int, run_dir: str, entry: str) -> None:
     # Watch the server itself, not only its registry entry: the entry also disappears when
     # someone deletes the cache dir mid-run, and the server must still go with its owner.
-    while pid_alive(owner) and is_our_postmaster(pid, run_dir):
+    while identity_alive(owner) and is_our_postmaster(pid, run_dir):
         time.sleep(0.25)
-    if pid_alive(owner):
+    if identity_alive(owner):
         return  # the owner stopped it, or lives to see that it died
     # A server gone and its entry gone: the owner stopped it on purpose (and may still be
     # copying its folder into the cache in the background): leave the folder alone.
@@ -418,6 +418,6 @@ def _postmaster_in(run_dir: str) -> int | None:
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(sys.argv) > 4:
-        _watch_owner(int(sys.argv[4]), int(sys.argv[1]), sys.argv[2], sys.argv[3])
+        _watch_owner(sys.argv[4], int(sys.argv[1]), sys.argv[2], sys.argv[3])
     else:
         _watch(sys.argv[1], sys.argv[2])
