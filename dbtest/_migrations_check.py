@@ -121,7 +121,7 @@ class _Runner:
             with contextlib.suppress(Exception):  # none yet, or left by a crash
                 drop_database(admin, self.db)
             create_database(admin, self.db, purpose="migrations-check",
-                            strategy=copy_strategy(self.server))
+                            strategy=copy_strategy(self.server, admin))
         url = self.server.url_for(self.db)
         self.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
         self.engine = create_engine(url, poolclass=NullPool)

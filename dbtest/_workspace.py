@@ -310,7 +310,7 @@ class Workspace:
 
         with self._admin() as admin:
             create_database(admin, name, purpose=purpose, template=template,
-                            strategy=copy_strategy(self.server),
+                            strategy=copy_strategy(self.server, admin),
                             mark=self._lease.mark if self._lease is not None else None)
 
     def leaked_tables(self, key: TemplateKey) -> list[str]:
@@ -343,10 +343,11 @@ class Workspace:
             pool = self._pools.get(key)
             if pool is None:
                 template = self.templates.get(key).name
+                admin = self._admin_connection()
                 pool = FreshDatabasePool(self.server, template, self._db_name("f", template),
                                          size=self.settings.pool_size,
-                                         strategy=copy_strategy(self.server),
-                                         admin=self._admin_connection(),
+                                         strategy=copy_strategy(self.server, admin),
+                                         admin=admin,
                                          mark=self._lease.mark if self._lease else None)
                 self._pools[key] = pool
         name = pool.acquire()

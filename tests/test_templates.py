@@ -311,3 +311,23 @@ def test_template_whose_mark_disagrees_with_the_alembic_heads_is_rebuilt(
                       mark={**mark, "expect": "heads 0004_old"})
     rebuilt = cache(own_server, tmp_path).get(key)
     assert rebuilt.built and rebuilt.reason is not None and "Alembic heads" in rebuilt.reason
+
+
+def test_clones_use_file_copy_wherever_the_server_runs_with_fsync_off(
+        own_server: PostgresServer) -> None:
+    # a dbtest server reached through a URL (detached, or a CI service with fsync=off):
+    # FILE_COPY's checkpoint is cheap there too; a server with fsync on keeps the default
+    import dataclasses
+
+    from dbtest import _templates
+
+    as_url = dataclasses.replace(own_server, backend="url")
+    assert _templates.copy_strategy(own_server) == "file_copy"
+    assert _templates.copy_strategy(as_url) is None  # nothing to ask through
+    with admin_connection(own_server.dsn) as admin:
+        assert _templates.copy_strategy(as_url, admin) == "file_copy"
+        _templates._FSYNC_OFF[as_url.dsn] = False  # as if the server had said "on"
+        try:
+            assert _templates.copy_strategy(as_url, admin) is None
+        finally:
+            del _templates._FSYNC_OFF[as_url.dsn]
