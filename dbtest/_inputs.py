@@ -22,15 +22,17 @@ _INSTALLED = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox",
               "__pycache__", "node_modules")
 
 
-def _is_local(path: Path, root: Path) -> bool:
+def _is_local(path: Path, root: Path, prefix: Path | None = None) -> bool:
+    """Whether ``path`` (resolved) lies under ``root`` (resolved) and outside installed
+    packages and ``prefix`` (the interpreter's, resolved)."""
     try:
-        rel = path.resolve().relative_to(root.resolve())
+        rel = path.relative_to(root)
     except ValueError:
         return False
     if any(part in _INSTALLED for part in rel.parts):
         return False
-    prefix = Path(sys.prefix).resolve()
-    return prefix not in path.resolve().parents
+    prefix = prefix or Path(sys.prefix).resolve()
+    return prefix not in path.parents
 
 
 def _search_path(root: Path) -> list[Path]:
@@ -105,6 +107,24 @@ def _package_of(path: Path, search: Sequence[Path]) -> str:
 def local_closure(start: Iterable[Path], root: Path) -> list[Path]:
     """``start`` and every project-local module they import, transitively, sorted."""
     search = _search_path(root)
+    root, prefix = root.resolve(), Path(sys.prefix).resolve()
+    # Each imported name is looked up once, and an installed package's submodules not at
+    # all: finding the same libraries again from every module cost ~1 s on a 300-module app.
+    files_of: dict[str, list[Path]] = {}
+    local_top: dict[str, bool] = {}
+
+    def lookup(name: str) -> list[Path]:
+        if name not in files_of:
+            top = name.split(".", 1)[0]
+            if top not in local_top:
+                where = next((b / top for b in search if (b / top).is_dir()
+                              or (b / f"{top}.py").is_file()), None)
+                local_top[top] = where is not None and _is_local(where.resolve(), root, prefix)
+            files_of[name] = [] if not local_top[top] else [
+                f for f in (m.resolve() for m in _module_files(name, search))
+                if _is_local(f, root, prefix)]
+        return files_of[name]
+
     seen: set[Path] = set()
     todo = [p.resolve() for p in start if p.is_file()]
     while todo:
@@ -115,8 +135,7 @@ def local_closure(start: Iterable[Path], root: Path) -> list[Path]:
         if path.suffix != ".py":
             continue
         for name in _imports(path, _package_of(path, search)):
-            todo.extend(f.resolve() for f in _module_files(name, search)
-                        if _is_local(f, root) and f.resolve() not in seen)
+            todo.extend(f for f in lookup(name) if f not in seen)
     return sorted(seen)
 
 

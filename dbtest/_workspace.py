@@ -215,8 +215,9 @@ class Workspace:
             return self._admin_conn
 
     @contextlib.contextmanager
-    def _admin(self) -> Iterator[psycopg.Connection[Any]]:
-        """The run's admin connection, or a new one for this operation."""
+    def admin(self) -> Iterator[psycopg.Connection[Any]]:
+        """The run's admin connection (shared: no transaction of your own on it), or a new
+        one for this operation."""
         conn = self._admin_connection()
         if conn is not None:
             yield conn
@@ -229,7 +230,7 @@ class Workspace:
         """Drop worker and fresh databases that dead runs left on a shared server."""
         from dbtest._janitor import drop_stale, stale_databases
 
-        with contextlib.suppress(Exception), self._admin() as admin:
+        with contextlib.suppress(Exception), self.admin() as admin:
             drop_stale(admin, stale_databases(admin, templates=False))
 
     @property
@@ -299,7 +300,7 @@ class Workspace:
             with engine.begin() as conn:
                 return leaks.install(conn)
         except BaseException:
-            with self._admin() as admin:
+            with self.admin() as admin:
                 drop_database(admin, name)
             raise
         finally:
@@ -308,7 +309,7 @@ class Workspace:
     def _clone(self, template: str, name: str, purpose: str) -> None:
         from dbtest._templates import copy_strategy
 
-        with self._admin() as admin:
+        with self.admin() as admin:
             create_database(admin, name, purpose=purpose, template=template,
                             strategy=copy_strategy(self.server, admin),
                             mark=self._lease.mark if self._lease is not None else None)
@@ -326,7 +327,7 @@ class Workspace:
         with self._lock:
             worker = self._workers[key]
             worker.dispose()
-            with self._admin() as admin:
+            with self.admin() as admin:
                 drop_database(admin, worker.name, wait=1.0)
             worker.ddl_events = self._clone_with_leak_check(self.templates.get(key).name,
                                                             worker.name)
@@ -380,7 +381,7 @@ class Workspace:
         for worker in self._workers.values():
             worker.dispose()
         if not throwaway:
-            with contextlib.suppress(Exception), self._admin() as admin:
+            with contextlib.suppress(Exception), self.admin() as admin:
                 for worker in self._workers.values():
                     with contextlib.suppress(Exception):
                         # our own database: its pooled connections are ours, no waiting

@@ -127,13 +127,13 @@ def _dbtest_fresh(request: pytest.FixtureRequest, _dbtest_workspace: Workspace,
 def _open_sessions(workspace: Workspace, name: str) -> list[str]:
     import time
 
-    from dbtest._databases import admin_connection, open_sessions
+    from dbtest._databases import open_sessions
 
-    with admin_connection(workspace.server.dsn) as admin:
+    with workspace.admin() as admin:  # the run's own: no connection made per test
         deadline = time.monotonic() + 1.0
         sessions = open_sessions(admin, name)
         while sessions and time.monotonic() < deadline:
-            time.sleep(0.005)  # closed clients' backends take a moment to exit
+            time.sleep(0.001)  # closed clients' backends take a moment to exit
             sessions = open_sessions(admin, name)
     return sessions
 

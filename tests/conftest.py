@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+# pytester snapshots sys.modules around each of its tests and removes what the test
+# imported; SQLAlchemy's compiled extensions cannot be imported twice (a re-imported
+# sqlalchemy.sql.visitors then fails with "'InternalTraversal' object is not callable").
+# Importing what dbtest's in-process paths use here puts it in every snapshot.
+import alembic.command  # noqa: F401
 import pytest
+import sqlalchemy.dialects.postgresql.psycopg
+import sqlalchemy.orm  # noqa: F401
 
 import dbtest
 from dbtest.provision._server import PostgresServer
