@@ -77,6 +77,10 @@ class _Targets:
     async_makers: list[Any] = field(default_factory=list)  # async_sessionmaker
     async_scoped: list[Any] = field(default_factory=list)  # async_scoped_session
 
+    def __bool__(self) -> bool:
+        return any((self.engines, self.makers, self.scoped, self.async_makers,
+                    self.async_scoped))
+
 
 def _classify(targets: tuple[Any, ...] | list[Any], connect_args: dict[str, Any],
               execution_options: dict[str, Any], labels: list[str] | None = None,
@@ -229,7 +233,9 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
     and ``connect_args`` add to the ``execution_options`` / ``connect_args`` settings. The
     engines follow the test database for the whole run, from before the first session- or
     module-scoped fixture; the fixture yields ``db`` when the app has sync session
-    factories, else ``async_db`` in an ``async def`` test when it has async ones.
+    factories, else ``async_db`` in an ``async def`` test when it has async ones, and
+    ``None`` (setting up no database) in a test where nothing of the app's is plugged:
+    every target a ``fixture:`` one that the test does not use.
 
     ``app`` (a FastAPI app or its import path) and ``session_dependency`` (the app's sync
     dependency function yielding a session, its import path, or a list of them) go
@@ -252,6 +258,11 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
 
         workspace: Workspace = request.getfixturevalue("_dbtest_workspace")
         found = plug.for_test(request, workspace)
+        if not found and plug.overrides is None:
+            # nothing of the app's in this test (e.g. a unit test, when every target is a
+            # fixture it does not use): no database, fresh or not, is set up for it
+            yield None
+            return
         options = plug.options(workspace)
         fresh = isolation_mode(request, workspace) == "fresh"
         if fresh:

@@ -55,7 +55,12 @@ def _rows_per_table(url: str) -> dict[str, int]:
                     continue
                 query = sql.SQL("select count(*) from {}.{}").format(
                     sql.Identifier(schema), sql.Identifier(table))
-                (count,) = db.execute(query).fetchone() or (0,)
+                try:
+                    (count,) = db.execute(query).fetchone() or (0,)
+                except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                    # another run's test dropped it meanwhile (the probe sees every
+                    # database on the server, the others' mid-test ones too)
+                    continue
                 if count:
                     found[f"{name}.{schema}.{table}"] = int(count)
     return found
