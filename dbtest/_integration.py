@@ -234,8 +234,9 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
     engines follow the test database for the whole run, from before the first session- or
     module-scoped fixture; the fixture yields ``db`` when the app has sync session
     factories, else ``async_db`` in an ``async def`` test when it has async ones, and
-    ``None`` (setting up no database) in a test where nothing of the app's is plugged:
-    every target a ``fixture:`` one that the test does not use.
+    ``None`` where the app's factories need no test session: a fresh test whose factories
+    open their own connections to the fresh database, or a test where nothing of the app's
+    is plugged (every target a ``fixture:`` one that it does not use: no database is set up).
 
     ``app`` (a FastAPI app or its import path) and ``session_dependency`` (the app's sync
     dependency function yielding a session, its import path, or a list of them) go
@@ -270,15 +271,19 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
             for app_engine in found.engines:
                 app_engine.point_at(fresh_url)
         sessions = _Sessions()
-        if found.makers or found.scoped or plug.overrides is not None:
+        # In a fresh test the app's factories open their own connections to the fresh
+        # database: a test session is set up only for what must hold one (a scoped
+        # session's registry, a FastAPI dependency override), not for nothing.
+        if found.scoped or plug.overrides is not None or (found.makers and not fresh):
             sessions.db = request.getfixturevalue("db")
             conn = request.getfixturevalue("db_connection")
             if options:
                 conn.execution_options(**options)
             _share_options(sessions.db, [*found.scoped, *found.makers])
-        if (found.async_makers or found.async_scoped) and inspect.iscoroutinefunction(
-                getattr(request.node, "obj", None)):
-            # the async session lives on the test's loop: only an async test can use it
+        # the async session lives on the test's loop: only an async test can use it
+        async_test = bool(found.async_makers or found.async_scoped) and \
+            inspect.iscoroutinefunction(getattr(request.node, "obj", None))
+        if async_test and (found.async_scoped or not fresh):
             sessions.async_db = request.getfixturevalue("async_db")
             aconn = request.getfixturevalue("async_db_connection")
             if options:
@@ -288,7 +293,7 @@ def plug_app(*targets: Any, execution_options: dict[str, Any] | None = None,
         if fresh:
             fresh_db = request.getfixturevalue("_dbtest_fresh")
             sessions.fresh_engine = fresh_db.engine
-            if sessions.async_db is not None:
+            if async_test:
                 sessions.fresh_async_url = fresh_db.async_url
         previous = None if plug.overrides is None else plug.overrides.apply(sessions.db)
         try:
@@ -346,11 +351,13 @@ class _bound:
         from sqlalchemy.util import ScopedRegistry
 
         found, sessions = self.found, self.sessions
-        if sessions.db is not None:
+        if sessions.db is not None or sessions.fresh_engine is not None:
             self._bind([*found.makers, *(s.session_factory for s in found.scoped)],
-                       sessions.db.get_bind(), sessions.fresh_engine)
+                       None if sessions.db is None else sessions.db.get_bind(),
+                       sessions.fresh_engine)
+        if sessions.db is not None:
             self._hold(found.scoped, sessions.db)
-        if sessions.async_db is not None:
+        if sessions.async_db is not None or sessions.fresh_async_url is not None:
             fresh: Any = None
             if sessions.fresh_async_url is not None:
                 from sqlalchemy.ext.asyncio import create_async_engine
@@ -359,7 +366,7 @@ class _bound:
                 # no pool: nothing of it outlives the test's loop
                 fresh = create_async_engine(sessions.fresh_async_url, poolclass=NullPool)
             self._bind([*found.async_makers, *(s.session_factory for s in found.async_scoped)],
-                       sessions.async_db.bind, fresh)
+                       None if sessions.async_db is None else sessions.async_db.bind, fresh)
             for scoped in found.async_scoped:
                 # its scope is usually the current task: the test's task does not exist yet
                 # (this fixture runs outside the loop), and the app's request handlers run

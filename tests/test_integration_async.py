@@ -150,3 +150,44 @@ def test_async_factory_without_its_fixtures_is_left_alone(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*LeakError*things*"])
+
+
+FRESH_FACTORY_TESTS = """
+import pytest
+from sqlalchemy import text
+
+import asyncapp
+
+COUNT = text("SELECT count(*) FROM things")
+
+
+@pytest.mark.asyncio  # it uses no async fixture of dbtest's: marked as its project would
+@pytest.mark.dbtest(isolation="fresh")
+async def test_the_factory_commits_to_the_fresh_database(request, dbtest_app, fresh_db):
+    await asyncapp.add("f")
+    with fresh_db.engine.connect() as conn:           # a connection of its own sees it
+        assert conn.scalar(COUNT) == 1
+    # its factory opens its own connections there: no test session was set up for it
+    assert dbtest_app is None and "async_db" not in request.fixturenames
+
+
+async def test_nothing_reached_the_worker_database(async_db):
+    assert await async_db.scalar(COUNT) == 0
+"""
+
+
+def test_fresh_tests_bind_factories_without_a_test_session(pytester: pytest.Pytester,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    monkeypatch.setenv("APP_URL", "postgresql+asyncpg://app:secret@db.invalid:5432/app")
+    monkeypatch.setenv("DBTEST_SCHEMA", "sql:schema.sql")
+    pytester.makefile(".sql", schema="CREATE TABLE things (name text);")
+    pytester.makepyfile(asyncapp=ASYNC_APP, test_app=FRESH_FACTORY_TESTS)
+    pytester.makeconftest("from dbtest import plug_app\n\n"
+                          "dbtest_app = plug_app('asyncapp:SessionLocal')\n")
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\n'
+                               'asyncio_default_fixture_loop_scope = "function"\n'
+                               'pythonpath = ["."]\n')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly",
+                                           "-W", "error::pytest.PytestWarning")
+    result.assert_outcomes(passed=2)

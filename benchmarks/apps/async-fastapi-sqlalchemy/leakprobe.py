@@ -61,6 +61,8 @@ def _rows_per_table(url: str) -> dict[str, int]:
                     # another run's test dropped it meanwhile (the probe sees every
                     # database on the server, the others' mid-test ones too)
                     continue
+                except psycopg.OperationalError:
+                    break  # the database was dropped WITH (FORCE) while we counted
                 if count:
                     found[f"{name}.{schema}.{table}"] = int(count)
     return found
