@@ -111,8 +111,17 @@ class Settings:
         return mask_url(f"Settings({fields})")
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied and validated."""
-        return resolve(overrides={**dataclasses.asdict(self), **changes}, read_env=False,
+        """A copy with ``changes`` applied and validated.
+
+        Only what differs from the defaults is carried over as explicit: a default that was
+        never set (``async_driver = "asyncpg"`` in an install without asyncpg) stays a
+        default, checked where it is used, as in :func:`resolve`.
+        """
+        defaults = {f.name: f.default for f in dataclasses.fields(self)
+                    if f.default is not dataclasses.MISSING}
+        carried = {key: value for key, value in dataclasses.asdict(self).items()
+                   if key not in defaults or value != defaults[key]}
+        return resolve(overrides={**carried, **changes}, read_env=False,
                        pyproject=None, root=changes.get("root", self.root))
 
 

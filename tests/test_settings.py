@@ -128,3 +128,18 @@ def test_repr_never_shows_the_password(tmp_path: Path) -> None:
                 pyproject=None, root=tmp_path)
     assert "s3cr3t-pw" not in repr(s) and "acc:***@db.example" in repr(s)
     assert s.url == "postgresql://acc:s3cr3t-pw@db.example:5432/app"
+
+
+def test_replace_keeps_defaults_unchecked_like_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `dbtest up --port 0` in a `dbtest[factories]` install (no asyncpg) failed: replace()
+    # re-validated the default async_driver as if the user had set it
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "asyncpg" else real(name, *a))
+    base = resolve(read_env=False, pyproject=None)
+    assert base.replace(port=0).port == 0
+    assert base.replace(port=0).async_driver == "asyncpg"  # still the default, unchecked
+    with pytest.raises(ConfigError, match="asyncpg package is not installed"):
+        base.replace(async_driver="asyncpg")  # asked for: checked
