@@ -49,6 +49,8 @@ def start(conn: Connection, checker: Checker | None = None, worker: WorkerDataba
     the connection and lets the checker reset the database); ``[]`` when clean.
     """
     conn.begin()
+    if worker is not None and worker.sequence_reset is not None:
+        conn.exec_driver_sql(worker.sequence_reset)  # reset_sequences: see dbtest._sequences
     if checker is None or worker is None:
         return []
     records = checker.at_start(conn, worker)

@@ -55,6 +55,8 @@ class WorkerDatabase:
     ddl_events: bool = True
     #: create_engine() keyword arguments from the settings (execution_options, connect_args)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: run at the start of each test with ``reset_sequences`` (see :mod:`dbtest._sequences`)
+    sequence_reset: str | None = None
     _engine: Engine | None = None
     _async_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = \
         field(default_factory=weakref.WeakKeyDictionary)
@@ -278,6 +280,11 @@ class Workspace:
                 found = WorkerDatabase(name, self.server.url_for(name, self.settings.driver),
                                        self.server.url_for(name, self.settings.async_driver),
                                        events, engine_kwargs(self.settings))
+                if self.settings.reset_sequences:  # the template's state, read once
+                    from dbtest._leaks import INTERNAL_SCHEMA
+                    from dbtest._sequences import restore_statement
+
+                    found.sequence_reset = restore_statement(found.engine, INTERNAL_SCHEMA)
                 self._workers[key] = found
             return found
 

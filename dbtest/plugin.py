@@ -62,7 +62,7 @@ SEED_KEY = pytest.StashKey[int]()
 
 _OPTIONS = ("backend", "url", "schema", "seeds", "template_seeds", "isolation", "cache_dir",
             "pg_bin", "leaks", "seed", "port", "pool_size", "docker_image", "driver",
-            "async_driver", "cache_max_mb", "prestart")
+            "async_driver", "cache_max_mb", "prestart", "reset_sequences")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

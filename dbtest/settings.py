@@ -59,6 +59,8 @@ HELP: dict[str, str] = {
     "used, whether the template is built or reused (in-process side effects of app init)",
     "cache_max_mb": "prune cached cluster generations (beyond the current one and those in "
     "use) until the cache takes at most this many MiB",
+    "reset_sequences": "savepoint tests: put every sequence back where the template left it "
+    "before each test (true or false), for tests that expect the first id to be 1",
     "prestart": "start the server in the background while pytest collects: auto (when a "
     "collected test needs it, or from the start when [tool.dbtest] exists), items (only "
     "the former) or off",
@@ -100,6 +102,7 @@ class Settings:
     setup: str | None = None
     cache_max_mb: int | None = None
     prestart: Literal["auto", "items", "off"] = "auto"
+    reset_sequences: bool = False
     #: the folder relative paths in settings are resolved against (pyproject's folder)
     root: Path = field(default_factory=Path.cwd)
 
@@ -257,6 +260,11 @@ def _convert(key: str, value: Any, origin: str, root: Path) -> Any:
         return text
     if key in ("execution_options", "connect_args"):
         return _table(value, where)
+    if key == "reset_sequences":
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in ("true", "false", "1", "0", "yes", "no"):
+            return value if isinstance(value, bool) else text in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}.")
     if key == "setup":
         text = str(value).strip()
         if text.count(":") != 1 or not all(text.split(":")):
