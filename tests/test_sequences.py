@@ -56,5 +56,5 @@ def test_the_setting_takes_booleans_only() -> None:
     assert resolve({"reset_sequences": "yes"}, read_env=False, pyproject=None).reset_sequences
     assert not resolve({"reset_sequences": False}, read_env=False, pyproject=None
                        ).reset_sequences
-    with pytest.raises(ConfigError, match="reset_sequences.*true or false"):
+    with pytest.raises(ConfigError, match=r"reset_sequences.*true or false"):
         resolve({"reset_sequences": "sometimes"}, read_env=False, pyproject=None)
