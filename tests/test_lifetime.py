@@ -325,9 +325,12 @@ def test_run_folder_goes_where_the_server_account_can_reach(
 
 
 WAITING_TEST = '''
-import os, pathlib, time
+import os, pathlib, signal, time
 
 def test_needs_the_server_after_the_controller_died(request):
+    # execnet SIGINTs a worker 5 s after its controller is gone: ignored, so that a slow
+    # machine still reaches the start (it exits the worker 10 s later regardless)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     flag = pathlib.Path(os.environ["FLAG"])
     flag.with_suffix(".ready").write_text(str(os.getpid()))
     while not flag.exists():
